@@ -1,0 +1,1 @@
+"""`cadence bench`: a load generator and meter for any OpenAI-compatible endpoint."""
