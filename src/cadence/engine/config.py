@@ -1,0 +1,33 @@
+"""The engine's configuration: which model, how to load it, where to run; plus the core's configs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cadence.core.config import CacheConfig, SchedulerConfig
+
+
+@dataclass(frozen=True)
+class ModelLoadConfig:
+    """Which model to load and how."""
+
+    model: str | None = field(
+        default=None,
+        metadata={"help": "local Hugging Face folder, a named shape (qwen3-0.6b, llama3-8b, llama2-70b) with "
+                          "--load-format dummy, or none for the built-in SmolLM2-135M-Instruct"},
+    )
+    tokenizer: str | None = field(default=None, metadata={"help": "tokenizer folder (default: the model's)"})
+    load_format: str = field(default="auto", metadata={"help": "auto/safetensors, or dummy (random weights)",
+                                                        "choices": ("auto", "safetensors", "dummy")})
+    dtype: str = field(default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    attention_backend: str = field(default="auto", metadata={"help": "auto, torch, vattention or paged"})
+    seed: int = field(default=0, metadata={"help": "seed for dummy weights and unseeded sampling"})
+    served_model_name: str | None = field(default=None, metadata={"help": "model name shown by the API"})
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    load: ModelLoadConfig = field(default_factory=ModelLoadConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)

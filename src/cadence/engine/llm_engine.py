@@ -1,0 +1,204 @@
+"""The step loop: schedule, run, update. Everything else hangs off these three verbs."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from cadence.core.kv.kv_cache_manager import KVCacheManager
+from cadence.core.request import Request, RequestStatus
+from cadence.core.sampling_params import SamplingParams
+from cadence.core.scheduler import make_scheduler
+from cadence.engine.config import EngineConfig
+from cadence.engine.outputs import RequestOutput, TokenLogprob
+from cadence.engine.tokenizer import IncrementalDetokenizer, Tokenizer
+from cadence.models.config import NAMED_SHAPES, ModelConfig
+from cadence.models.loader import load_model, resolve_dtype
+from cadence.runtime.attention.base import AttentionBackend
+from cadence.runtime.model_runner import ModelRunner
+
+logger = logging.getLogger("cadence.engine")
+GiB = 1 << 30
+
+
+def resolve_model(model: str | None, load_format: str) -> tuple[ModelConfig, Path | None]:
+    """A model argument -> (its config, its folder or None for a named dummy shape)."""
+    if model is None:
+        from cadence.models.default_model import default_model_path
+
+        path = default_model_path(log=logger.info)
+        return ModelConfig.from_path(path), path
+    if model in NAMED_SHAPES and not Path(model).exists():
+        if load_format != "dummy":
+            raise ValueError(f"{model!r} is a named shape without weights; add --load-format dummy")
+        return ModelConfig.from_dict(NAMED_SHAPES[model]), None
+    path = Path(model).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"model {model!r} is neither a local folder nor a named shape ({', '.join(NAMED_SHAPES)})"
+        )
+    return ModelConfig.from_path(path), path
+
+
+class LLMEngine:
+    def __init__(self, config: EngineConfig | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config = config or EngineConfig()
+        self.clock = clock
+        load = config.load
+        self.model_config, self.model_path = resolve_model(load.model, load.load_format)
+        mc = self.model_config
+        self.device = _resolve_device(load.device)
+        dtype_name = load.dtype
+        if dtype_name == "auto":
+            dtype_name = "bfloat16" if self.device.type == "cuda" else "float32"
+        self.dtype = resolve_dtype(dtype_name, mc)
+        tok_path = load.tokenizer or self.model_path
+        self.tokenizer = Tokenizer(tok_path) if tok_path is not None else None
+        self.eos_token_ids = frozenset(mc.eos_token_ids) | (self.tokenizer.eos_token_ids if self.tokenizer else frozenset())
+        self.model_name = load.served_model_name or (load.model or "SmolLM2-135M-Instruct")
+
+        torch.manual_seed(load.seed)
+        model = load_model(mc, self.model_path, dtype=self.dtype, device=self.device,
+                           load_format=load.load_format, seed=load.seed)
+        backend = _resolve_backend(load.attention_backend, self.device)
+        block_size = config.cache.block_size
+        num_blocks = config.cache.num_blocks or self._size_kv_cache(block_size)
+        self.max_model_len = min(config.scheduler.max_model_len or mc.max_model_len, mc.max_model_len)
+        if num_blocks * block_size < self.max_model_len:
+            self.max_model_len = num_blocks * block_size
+            logger.warning("KV cache holds %d tokens: max_model_len lowered to that", self.max_model_len)
+        self.kv = KVCacheManager(num_blocks, block_size, config.cache.enable_prefix_caching)
+        self.scheduler = make_scheduler(config.scheduler, self.kv, self.max_model_len)
+        self.runner = ModelRunner(model, mc, backend=backend, num_blocks=num_blocks, block_size=block_size,
+                                  dtype=self.dtype, device=self.device)
+        self._detok: dict[str, IncrementalDetokenizer] = {}
+        self.num_prompt_tokens_total = 0
+        self.num_generation_tokens_total = 0
+        logger.info("engine ready: %s on %s (%s), %d KV blocks x %d tokens, policy %s, backend %s",
+                    self.model_name, self.device, self.dtype, num_blocks, block_size,
+                    config.scheduler.policy, backend)
+
+    def _size_kv_cache(self, block_size: int) -> int:
+        per_block = AttentionBackend.bytes_per_block(self.model_config, block_size, self.dtype)
+        if self.device.type == "cuda":
+            free, _total = torch.cuda.mem_get_info(self.device)
+            budget = free - (1 - self.config.cache.gpu_memory_utilization) * _total
+            return max(1, int(budget // per_block))
+        return max(1, int(self.config.cache.cpu_kv_cache_gib * GiB // per_block))
+
+    # -- requests ---------------------------------------------------------------------------
+    def encode_prompt(self, prompt: str | list[int]) -> list[int]:
+        if isinstance(prompt, str):
+            if self.tokenizer is None:
+                raise ValueError("this model has no tokenizer: pass prompt token ids")
+            return self.tokenizer.encode(prompt)
+        ids = list(prompt)
+        vocab = self.model_config.vocab_size
+        if any((not isinstance(t, int)) or t < 0 or t >= vocab for t in ids):
+            raise ValueError(f"prompt token ids must be integers in [0, {vocab})")
+        return ids
+
+    def add_request(self, request_id: str, prompt: str | list[int], params: SamplingParams | None = None,
+                    arrival_time: float | None = None) -> Request:
+        params = params or SamplingParams()
+        if params.n != 1:
+            raise ValueError("the engine runs one sequence per request; fan out n > 1 above it")
+        ids = self.encode_prompt(prompt)
+        req = Request(request_id, ids, params, arrival_time=self.clock() if arrival_time is None else arrival_time,
+                      eos_token_ids=self.eos_token_ids)
+        self.scheduler.add_request(req)  # validates lengths against the context
+        if self.tokenizer is not None:
+            self._detok[request_id] = IncrementalDetokenizer(
+                self.tokenizer, ids[-6:], params.stop, params.include_stop_str_in_output, params.skip_special_tokens
+            )
+        self.num_prompt_tokens_total += len(ids)
+        return req
+
+    def abort(self, request_ids: str | list[str]) -> None:
+        ids = [request_ids] if isinstance(request_ids, str) else list(request_ids)
+        for req in self.scheduler.abort(ids):
+            req.finished_time = self.clock()
+            self._detok.pop(req.request_id, None)
+
+    def has_unfinished(self) -> bool:
+        return self.scheduler.has_unfinished()
+
+    # -- the loop ---------------------------------------------------------------------------
+    def step(self) -> list[RequestOutput]:
+        out = self.scheduler.schedule(self.clock())
+        tokens, logprobs = self.runner.execute(out, self.kv)
+        now = self.clock()
+        self.scheduler.update_from_output(out, tokens, now)
+        outputs = []
+        for s in out.scheduled:
+            req = s.request
+            rid = req.request_id
+            if rid not in tokens or req.status is RequestStatus.FINISHED_ABORTED:
+                continue
+            self.num_generation_tokens_total += 1
+            text = ""
+            det = self._detok.get(rid)
+            if det is not None:
+                text, hit = det.add([tokens[rid]])
+                if hit is not None and not req.is_finished:
+                    self.scheduler.finish_requests([rid], RequestStatus.FINISHED_STOPPED)
+                    req.stop_reason, req.finished_time = hit, now
+                elif req.is_finished:
+                    text += det.flush()
+            lps = []
+            if rid in logprobs:
+                chosen, top = logprobs[rid]
+                lps.append(TokenLogprob(tokens[rid], chosen, top))
+            finished = req.is_finished
+            if finished:
+                self._detok.pop(rid, None)
+            outputs.append(RequestOutput(
+                request_id=rid, new_token_ids=[tokens[rid]], new_text=text, finished=finished,
+                finish_reason=req.status.value if finished else None, stop_reason=req.stop_reason,
+                new_logprobs=lps, num_prompt_tokens=req.num_prompt_tokens,
+                num_output_tokens=req.num_output_tokens, num_cached_tokens=req.num_cached_prompt_tokens,
+                arrival_time=req.arrival_time, first_scheduled_time=req.first_scheduled_time,
+                first_token_time=req.first_token_time, finished_time=req.finished_time,
+            ))
+        self.last_step = out
+        return outputs
+
+    def stats(self) -> dict[str, float]:
+        kv = self.kv
+        return {
+            "num_waiting": self.scheduler.num_waiting,
+            "num_running": self.scheduler.num_running,
+            "kv_usage": kv.usage,
+            "kv_free_blocks": kv.num_free_blocks,
+            "kv_total_blocks": kv.num_blocks,
+            "num_preemptions": self.scheduler.num_preemptions,
+            "prefix_hit_rate": kv.prefix_hits / kv.prefix_queries if kv.prefix_queries else 0.0,
+            "prompt_tokens_total": self.num_prompt_tokens_total,
+            "generation_tokens_total": self.num_generation_tokens_total,
+        }
+
+    def shutdown(self) -> None:
+        self.runner.shutdown()
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but no CUDA GPU is visible")
+    return dev
+
+
+def _resolve_backend(name: str, device: torch.device) -> str:
+    from cadence.runtime.attention import BACKENDS
+
+    if name == "auto":
+        name = "vattention" if device.type == "cuda" and "vattention" in BACKENDS else "torch"
+    if name not in BACKENDS:
+        raise ValueError(f"unknown attention backend {name!r}; available here: {', '.join(BACKENDS)}")
+    return name

@@ -1,0 +1,1 @@
+"""Torch side of the engine: building a step's tensors, attention backends, sampling."""
