@@ -133,7 +133,7 @@ def canonical(placement: Placement, groups: list[list[str]]) -> Placement:
         for m in members:
             ranges.pop(m, None)
         # unused members first: they sit at start 0 in the MILP
-        for m, rng in zip(members[len(members) - len(held):], held):
+        for m, rng in zip(members[len(members) - len(held):], held, strict=False):
             ranges[m] = rng
     return Placement(placement.method, ranges, placement.num_layers, placement.partial_inference)
 
@@ -233,7 +233,7 @@ def solve_milp(cluster: Cluster, tm: ThroughputModel, warm: Placement, config: M
         cut.update({v: -k * tm.capacity(n, k) for k, v in hold[n.name].items()})
     m.row(-np.inf, 0, cut)
     for g in groups:
-        for x, y in zip(g, g[1:]):
+        for x, y in zip(g, g[1:], strict=False):
             m.row(-np.inf, 0, {start[x]: 1, start[y]: -1})
 
     # warm start: the heuristic placement, symmetry-sorted, with its own max flow

@@ -1,0 +1,81 @@
+"""Per-request routes along the flow solution by interleaved weighted round robin (IWRR), as in Helix.
+
+Each node (and the coordinator) cycles through its successors in proportion to the flow the max-flow
+solution sends them, interleaved (round r visits every successor whose weight is at least r), so a
+successor with twice the flow gets every other request rather than two in a row. Successors carrying
+under `min_share` of a node's outflow are masked (a sliver of flow is not worth a slow path), and so
+are nodes whose KV cache cannot hold one more request; a dead end backtracks to the next choice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from cadence.plan.cluster import SINK, SOURCE
+from cadence.plan.placement import FlowSolution, Placement
+
+Hop = tuple[str, int, int]  # node, first layer run there, end layer (exclusive)
+
+
+def iwrr_schedule(weights: dict[str, int]) -> list[str]:
+    order = list(weights)
+    return [n for r in range(1, max(weights.values(), default=0) + 1) for n in order if weights[n] >= r]
+
+
+class IwrrRouter:
+    def __init__(self, placement: Placement, flow: FlowSolution, min_share: float = 0.02, resolution: int = 16):
+        self.placement = placement
+        self.schedule: dict[str, list[str]] = {}
+        self.pointer: dict[str, int] = {}
+        out: dict[str, dict[str, float]] = {}
+        for (a, b), f in flow.edges.items():
+            out.setdefault(a, {})[b] = f
+        for a, succ in out.items():
+            total = sum(succ.values())
+            kept = {b: f for b, f in succ.items() if f >= min_share * total}
+            top = max(kept.values(), default=0.0)
+            weights = {b: max(1, round(resolution * f / top)) for b, f in sorted(kept.items())}
+            self.schedule[a] = iwrr_schedule(weights)
+            self.pointer[a] = 0
+
+    def _candidates(self, node: str) -> list[tuple[str, int]]:
+        sched, start = self.schedule.get(node, []), self.pointer.get(node, 0)
+        seen: dict[str, int] = {}
+        for i in range(len(sched)):
+            pos = (start + i) % len(sched)
+            seen.setdefault(sched[pos], pos)
+        return list(seen.items())
+
+    def route(self, fits: Callable[[str, int], bool]) -> list[Hop] | None:
+        """A path from the coordinator through all layers back to it, or None if every path is masked."""
+        L = self.placement.num_layers
+        chosen: list[tuple[str, int]] = []
+        budget = [256]  # backtracking steps; a cluster that is that full just waits for a finish
+
+        def walk(node: str, layer: int, path: list[Hop]) -> list[Hop] | None:
+            budget[0] -= 1
+            if budget[0] < 0:
+                return None
+            for nxt, pos in self._candidates(node):
+                if nxt == SINK:
+                    if layer == L:
+                        chosen.append((node, pos))
+                        return path
+                    continue
+                s, e = self.placement.ranges[nxt]
+                entry = layer if self.placement.partial_inference else s
+                if not (s <= layer < e) or entry != layer or any(h[0] == nxt for h in path):
+                    continue
+                if not fits(nxt, e - entry):
+                    continue
+                found = walk(nxt, e, [*path, (nxt, entry, e)])
+                if found is not None:
+                    chosen.append((node, pos))
+                    return found
+            return None
+
+        path = walk(SOURCE, 0, [])
+        if path is not None:
+            for node, pos in chosen:  # advance each IWRR pointer past the successor it gave
+                self.pointer[node] = (pos + 1) % len(self.schedule[node])
+        return path

@@ -1,0 +1,206 @@
+"""A small discrete-event simulation of one placement serving a request trace.
+
+Requests enter at the coordinator, get a route from the IWRR router (which reserves their KV cache on
+every node of the route), and each token walks the route: a node runs one iteration at a time over
+everything queued there (prompts and decode steps of different requests batched together), timed by
+the same roofline the planner uses; a link sends one iteration's activations as one message (serial,
+bandwidth plus latency). When a token reaches the coordinator the next decode step starts from it.
+Offline mode keeps a backlog at the coordinator (throughput); online mode follows arrival times.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+import statistics
+from dataclasses import dataclass, field
+
+from cadence.plan.cluster import SINK, SOURCE, Cluster
+from cadence.plan.placement import FlowSolution, Placement
+from cadence.plan.router import Hop, IwrrRouter
+from cadence.plan.throughput import TOKEN_ID_BYTES, ThroughputModel
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Trace and length of one simulation."""
+
+    duration_s: float = field(default=60.0, metadata={"help": "simulated seconds"})
+    warmup_s: float = field(default=10.0, metadata={"help": "seconds left out of the measurement"})
+    arrival_rate: float = field(default=0.0, metadata={"help": "requests/s (Poisson); 0 = offline backlog"})
+    seed: int = field(default=0, metadata={"help": "trace seed"})
+    prefill_budget: int = field(default=4096, metadata={"help": "most prompt tokens in one node iteration"})
+    min_share: float = field(default=0.02, metadata={"help": "IWRR masks successors under this flow share"})
+
+
+@dataclass
+class Request:
+    rid: int
+    arrival: float
+    prompt: int
+    output: int
+    route: list[Hop] = field(default_factory=list)
+    generated: int = 0
+    first_token: float = -1.0
+    last_token: float = -1.0
+    finished: float = -1.0
+
+
+@dataclass(frozen=True)
+class SimResult:
+    throughput: float  # output tokens/s in the measured window
+    requests_done: int
+    ttft_p50: float
+    ttft_p95: float
+    tpot_p50: float  # seconds between output tokens
+    tpot_p95: float
+    mean_hops: float
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
+
+
+def simulate(cluster: Cluster, tm: ThroughputModel, placement: Placement, flow: FlowSolution,
+             config: SimConfig | None = None) -> SimResult:
+    cfg = config or SimConfig()
+    rng = random.Random(cfg.seed)
+    wc = tm.config
+    router = IwrrRouter(placement, flow, cfg.min_share)
+    kv_free = {n: tm.kv_budget_bytes(cluster.node(n), placement.layers(n)) for n in placement.ranges}
+    queue: dict[str, list[tuple[Request, int]]] = {n: [] for n in placement.ranges}
+    busy = dict.fromkeys(placement.ranges, False)
+    link_free: dict[tuple[str, str], float] = {}
+    events: list[tuple[float, int, str, object]] = []
+    seq = [0]
+    waiting: list[Request] = []
+    done: list[Request] = []
+    tokens_in_window = [0]
+    hops: list[int] = []
+
+    def push(t: float, kind: str, payload: object) -> None:
+        seq[0] += 1
+        heapq.heappush(events, (t, seq[0], kind, payload))
+
+    def new_request(now: float) -> Request:
+        # lengths spread +-50% around the planned averages
+        p = max(1, int(wc.prompt_tokens * rng.uniform(0.5, 1.5)))
+        o = max(1, int(wc.output_tokens * rng.uniform(0.5, 1.5)))
+        return Request(rid=seq[0], arrival=now, prompt=p, output=o)
+
+    def kv_need(r: Request, layers: int) -> float:
+        return tm.kv_bytes_per_request(layers, r.prompt + r.output)
+
+    def send(now: float, src: str, dst: str, nbytes: float, kind: str, payload: object) -> None:
+        link = cluster.links[(src, dst)]
+        start = max(now, link_free.get((src, dst), 0.0))
+        link_free[(src, dst)] = start + nbytes / link.bandwidth_bps
+        push(start + nbytes / link.bandwidth_bps + link.latency_s, kind, payload)
+
+    def admit(now: float) -> None:
+        while True:
+            if not waiting:
+                if cfg.arrival_rate > 0:
+                    return
+                waiting.append(new_request(now))
+            r = waiting[0]
+            route = router.route(lambda n, k, r=r: kv_free[n] >= kv_need(r, k))
+            if route is None:
+                return
+            waiting.pop(0)
+            r.route = route
+            hops.append(len(route))
+            for n, s, e in route:
+                kv_free[n] -= kv_need(r, e - s)
+            send(now, SOURCE, route[0][0], TOKEN_ID_BYTES * r.prompt, "node", (r, 0))
+
+    def start_iteration(now: float, name: str) -> None:
+        items, q, prefill = [], queue[name], 0
+        rest = []
+        for r, hop in q:
+            if r.generated == 0:
+                if prefill + r.prompt > cfg.prefill_budget and prefill > 0:
+                    rest.append((r, hop))
+                    continue
+                prefill += r.prompt
+            elif len(items) - (prefill > 0) >= wc.max_batch:
+                rest.append((r, hop))
+                continue
+            items.append((r, hop))
+        queue[name] = rest
+        layer_tokens = layer_ctx = 0.0
+        for r, hop in items:
+            _, s, e = r.route[hop]
+            toks = r.prompt if r.generated == 0 else 1
+            layer_tokens += toks * (e - s)
+            if r.generated:
+                layer_ctx += (r.prompt + r.generated) * (e - s)
+        t = tm.iteration_time(cluster.node(name), placement.layers(name), layer_tokens, layer_ctx)
+        busy[name] = True
+        push(now + t, "done", (name, items))
+
+    def finish_iteration(now: float, name: str, items: list[tuple[Request, int]]) -> None:
+        busy[name] = False
+        by_dst: dict[str, list[tuple[Request, int]]] = {}
+        for r, hop in items:
+            dst = r.route[hop + 1][0] if hop + 1 < len(r.route) else SINK
+            by_dst.setdefault(dst, []).append((r, hop + 1))
+        for dst, batch in by_dst.items():
+            size = TOKEN_ID_BYTES if dst == SINK else tm.model.activation_bytes
+            nbytes = sum(size * (r.prompt if r.generated == 0 else 1) for r, _ in batch)
+            send(now, name, dst, nbytes, "sink" if dst == SINK else "node", batch)
+        if queue[name]:
+            start_iteration(now, name)
+
+    def token_out(now: float, r: Request) -> None:
+        r.generated += 1
+        if r.first_token < 0:
+            r.first_token = now
+        r.last_token = now
+        if cfg.warmup_s <= now <= cfg.duration_s:
+            tokens_in_window[0] += 1
+        if r.generated >= r.output:
+            r.finished = now
+            done.append(r)
+            for n, s, e in r.route:
+                kv_free[n] += kv_need(r, e - s)
+            admit(now)
+        else:
+            send(now, SOURCE, r.route[0][0], TOKEN_ID_BYTES, "node", (r, 0))
+
+    if cfg.arrival_rate > 0:
+        t = 0.0
+        while t < cfg.duration_s:
+            t += rng.expovariate(cfg.arrival_rate)
+            push(t, "arrive", None)
+    admit(0.0)
+    while events:
+        now, _, kind, payload = heapq.heappop(events)
+        if now > cfg.duration_s:
+            break
+        if kind == "arrive":
+            waiting.append(new_request(now))
+            admit(now)
+        elif kind == "node":
+            batch = payload if isinstance(payload, list) else [payload]
+            for r, hop in batch:
+                queue[r.route[hop][0]].append((r, hop))
+            name = batch[0][0].route[batch[0][1]][0]
+            if not busy[name]:
+                start_iteration(now, name)
+        elif kind == "done":
+            finish_iteration(now, *payload)
+        elif kind == "sink":
+            for r, _ in payload:
+                token_out(now, r)
+    measured = [r for r in done if r.arrival >= cfg.warmup_s] or done
+    ttft = [r.first_token - r.arrival for r in measured]
+    tpot = [(r.last_token - r.first_token) / (r.generated - 1) for r in measured if r.generated > 1]
+    return SimResult(
+        throughput=tokens_in_window[0] / max(cfg.duration_s - cfg.warmup_s, 1e-9),
+        requests_done=len(done),
+        ttft_p50=_pct(ttft, 50), ttft_p95=_pct(ttft, 95), tpot_p50=_pct(tpot, 50), tpot_p95=_pct(tpot, 95),
+        mean_hops=statistics.fmean(hops) if hops else 0.0,
+    )
