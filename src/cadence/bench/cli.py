@@ -70,7 +70,7 @@ class _Prepared:
 
         progress = Progress(len(specs), label, enabled=not self.args.no_progress)
         count = self.tokenizer.count if self.tokenizer else None
-        runner = Runner(self.endpoint, self.prompts, count, progress)
+        runner = Runner(self.endpoint, self.prompts, count, progress, self.args.warmup_requests)
         arr = options.arrivals(self.args)
         closed = arr.clients if arr.kind == "closed" else None
         interrupted = False

@@ -110,6 +110,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     c.add_argument("--max-points", type=int, default=24)
 
+    a.add_argument("--warmup-requests", type=int, default=0,
+                   help="one-token requests sent concurrently before the clock starts, to open connections "
+                        "and wake the server (TTFT then excludes TCP setup)")  # fmt: skip
+
     o = p.add_argument_group("output")
     o.add_argument("--result-dir", default=None, help="where results go (default results/bench-<time>)")
     o.add_argument("--no-plots", action="store_true")
