@@ -1,0 +1,1 @@
+"""OpenAI-compatible HTTP server: `cadence serve`, or `build_app(AsyncEngine(LLMEngine()))`."""
