@@ -66,7 +66,7 @@ class LLMEngine:
                            load_format=load.load_format, seed=load.seed)
         backend = _resolve_backend(load.attention_backend, self.device)
         block_size = config.cache.block_size
-        num_blocks = config.cache.num_blocks or self._size_kv_cache(block_size)
+        num_blocks = config.cache.num_blocks or self._size_kv_cache(block_size, model)
         self.max_model_len = min(config.scheduler.max_model_len or mc.max_model_len, mc.max_model_len)
         if num_blocks * block_size < self.max_model_len:
             self.max_model_len = num_blocks * block_size
@@ -74,7 +74,8 @@ class LLMEngine:
         self.kv = KVCacheManager(num_blocks, block_size, config.cache.enable_prefix_caching)
         self.scheduler = make_scheduler(config.scheduler, self.kv, self.max_model_len)
         self.runner = ModelRunner(model, mc, backend=backend, num_blocks=num_blocks, block_size=block_size,
-                                  dtype=self.dtype, device=self.device)
+                                  dtype=self.dtype, device=self.device, max_num_seqs=config.scheduler.max_num_seqs,
+                                  max_model_len=self.max_model_len)
         self._detok: dict[str, IncrementalDetokenizer] = {}
         self.num_prompt_tokens_total = 0
         self.num_generation_tokens_total = 0
@@ -82,13 +83,45 @@ class LLMEngine:
                     self.model_name, self.device, self.dtype, num_blocks, block_size,
                     config.scheduler.policy, backend)
 
-    def _size_kv_cache(self, block_size: int) -> int:
-        per_block = AttentionBackend.bytes_per_block(self.model_config, block_size, self.dtype)
-        if self.device.type == "cuda":
-            free, _total = torch.cuda.mem_get_info(self.device)
-            budget = free - (1 - self.config.cache.gpu_memory_utilization) * _total
-            return max(1, int(budget // per_block))
-        return max(1, int(self.config.cache.cpu_kv_cache_gib * GiB // per_block))
+    def _size_kv_cache(self, block_size: int, model: torch.nn.Module | None = None) -> int:
+        """Blocks that fit: on the GPU, gpu_memory_utilization of the card minus what is in use
+        after the weights, minus the peak of a profiling pass over the largest step, minus the
+        CUDA-graph outputs and the backend's fixed pages. Recorded in self.kv_sizing."""
+        from cadence.runtime.attention import backend_class
+        from cadence.runtime.model_runner import usable_backend
+        from cadence.runtime.profiling import graph_reserve_bytes, peak_step_bytes
+
+        mc, cache = self.model_config, self.config.cache
+        name = usable_backend(_resolve_backend(self.config.load.attention_backend, self.device), mc, block_size,
+                              self.dtype)
+        cls = backend_class(name)
+        per_block = cls.bytes_per_block(mc, block_size, self.dtype)
+        natural = AttentionBackend.bytes_per_block(mc, block_size, self.dtype)
+        if self.device.type != "cuda":
+            num_blocks = max(1, int(cache.cpu_kv_cache_gib * GiB // per_block))
+            self.kv_sizing = {"backend": name, "num_blocks": num_blocks, "bytes_per_block": per_block}
+            return num_blocks
+        sched = self.config.scheduler
+        peak = 0
+        if model is not None:
+            peak = peak_step_bytes(model, sched.max_num_batched_tokens, sched.max_num_seqs, self.device)
+        reserve = cls.fixed_overhead_bytes(mc, block_size, self.dtype)
+        if cls.supports_cuda_graphs:
+            reserve += graph_reserve_bytes(mc.vocab_size, mc.hidden_size, sched.max_num_seqs)
+        free, total = torch.cuda.mem_get_info(self.device)
+        budget = cache.gpu_memory_utilization * total - (total - free) - peak - reserve
+        num_blocks = max(1, int(budget // per_block))
+        self.kv_sizing = {
+            "backend": name, "total_bytes": total, "free_after_weights_bytes": free, "profile_peak_bytes": peak,
+            "reserve_bytes": reserve, "kv_budget_bytes": int(budget), "bytes_per_block": per_block,
+            "natural_bytes_per_block": natural, "num_blocks": num_blocks,
+            "cacheable_tokens": num_blocks * block_size,
+            # cacheable tokens over what the budget would hold at the model's own bytes per token
+            "tokens_vs_budget": num_blocks * natural / max(budget, 1),
+            "tokens_vs_free": num_blocks * natural / free,
+        }
+        logger.info("KV sizing: %s", self.kv_sizing)
+        return num_blocks
 
     # -- requests ---------------------------------------------------------------------------
     def encode_prompt(self, prompt: str | list[int]) -> list[int]:

@@ -9,6 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from cadence.models.config import ModelConfig
+from cadence.runtime import kernels
 
 
 class RMSNorm(nn.Module):
@@ -20,6 +21,8 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None):
         """Without `residual`: norm(x). With it: (norm(x + residual), x + residual), the sum kept
         in the activation dtype as HF does."""
+        if kernels.enabled(x):  # one fused kernel on the GPU, same numerics
+            return kernels.rms_norm(x, self.weight, self.eps, residual)
         if residual is not None:
             x = x + residual
             residual = x
@@ -31,6 +34,8 @@ class RMSNorm(nn.Module):
 
 
 def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
+    if kernels.enabled(x):
+        return kernels.silu_and_mul(x)
     gate, up = x.chunk(2, dim=-1)
     return F.silu(gate) * up
 
@@ -67,7 +72,9 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("cos_sin", torch.cat([freqs.cos(), freqs.sin()], dim=-1), persistent=False)
 
     def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor):
-        """q: [T, Hq, D], k: [T, Hkv, D]."""
+        """q: [T, Hq, D], k: [T, Hkv, D]. On the GPU both are rotated in place by one kernel each."""
+        if kernels.enabled(q):
+            return kernels.rope_(q, positions, self.cos_sin), kernels.rope_(k, positions, self.cos_sin)
         cos, sin = self.cos_sin[positions].unsqueeze(1).chunk(2, dim=-1)
         return _rotate(q, cos, sin), _rotate(k, cos, sin)
 

@@ -1,6 +1,10 @@
-"""Runs one scheduled step on the model: inputs, forward, logits of the sampled positions, sampling."""
+"""Runs one scheduled step on the model: inputs, forward (graphed for decodes on the GPU), logits of
+the sampled positions, sampling."""
 
 from __future__ import annotations
+
+import logging
+import time
 
 import torch
 
@@ -9,33 +13,76 @@ from cadence.core.scheduler.output import SchedulerOutput
 from cadence.models.config import ModelConfig
 from cadence.models.llama import LlamaForCausalLM
 from cadence.runtime.attention import AttentionBackend, backend_class
+from cadence.runtime.attention.vattention import BlockSizeError, pages_per_block
+from cadence.runtime.cuda_graphs import DecodeGraphs
 from cadence.runtime.sampler import Sampler, SampleResult
-from cadence.runtime.step_batch import build_step_batch
+from cadence.runtime.step_batch import StepBatch, build_step_batch
+
+logger = logging.getLogger("cadence.runtime")
+
+
+def usable_backend(name: str, config: ModelConfig, block_size: int, dtype: torch.dtype) -> str:
+    """vattention needs blocks of whole 2 MiB pages; otherwise fall back to paged attention."""
+    if name != "vattention":
+        return name
+    try:
+        pages_per_block(config, block_size, dtype)
+    except BlockSizeError as exc:
+        logger.warning("%s; using the paged backend instead", exc)
+        return "paged"
+    return name
 
 
 class ModelRunner:
     def __init__(self, model: LlamaForCausalLM, config: ModelConfig, *, backend: str, num_blocks: int,
-                 block_size: int, dtype: torch.dtype, device: torch.device) -> None:
+                 block_size: int, dtype: torch.dtype, device: torch.device, max_num_seqs: int = 256,
+                 max_model_len: int | None = None, cuda_graphs: bool = True) -> None:
         self.model = model
         self.config = config
         self.device = device
         self.dtype = dtype
-        self.attention: AttentionBackend = backend_class(backend)(config, num_blocks, block_size, dtype, device)
+        backend = usable_backend(backend, config, block_size, dtype)
+        self.attention: AttentionBackend = backend_class(backend)(
+            config, num_blocks, block_size, dtype, device, max_num_seqs=max_num_seqs, max_model_len=max_model_len)
         self.sampler = Sampler(device)
+        self.graphs: DecodeGraphs | None = None
+        if cuda_graphs and device.type == "cuda" and self.attention.supports_cuda_graphs:
+            self.graphs = DecodeGraphs(model, self.attention, max_num_seqs, device)
+        self.last_batch: StepBatch | None = None
+        self.num_steps = 0
+        self.prepare_seconds = 0.0  # CPU time building step inputs (not counting the scheduler)
 
     @torch.inference_mode()
     def execute(self, out: SchedulerOutput, kv: KVCacheManager) -> tuple[dict[str, int], dict[str, object]]:
         """Returns the sampled token of every request that caught up, and its logprobs if asked."""
         for rid in out.finished_ids:
             self.sampler.forget(rid)
+        gone = list(out.finished_ids) + [r.request_id for r in out.preempted]
+        if gone:
+            self.attention.free_requests(gone)
         if out.is_empty():
             return {}, {}
+        t = time.perf_counter()
         batch = build_step_batch(out, kv, self.device)
-        attn = self.attention.bind(batch)
-        hidden = self.model(batch.input_ids, batch.positions, attn)
-        if not batch.sample_requests:
-            return {}, {}
-        logits = self.model.compute_logits(hidden[batch.sample_indices])
+        self.last_batch = batch
+        self.num_steps += 1
+        graphs = self.graphs
+        if graphs is not None and batch.is_decode_only and batch.num_tokens <= graphs.max_batch:
+            logits = graphs.run(batch)
+            self.prepare_seconds += time.perf_counter() - t
+            self.attention.after_launch(batch)
+            if not batch.sample_requests:
+                return {}, {}
+            if len(batch.sample_requests) != batch.num_tokens:
+                logits = logits[batch.sample_indices]
+        else:
+            attn = self.attention.bind(batch)
+            self.prepare_seconds += time.perf_counter() - t
+            hidden = self.model(batch.input_ids, batch.positions, attn)
+            self.attention.after_launch(batch)  # map ahead while the GPU runs this step
+            if not batch.sample_requests:
+                return {}, {}
+            logits = self.model.compute_logits(hidden[batch.sample_indices])
         result: SampleResult = self.sampler(logits, batch.sample_requests)
         ids = [r.request_id for r in batch.sample_requests]
         tokens = dict(zip(ids, result.token_ids, strict=True))
@@ -43,4 +90,5 @@ class ModelRunner:
         return tokens, logprobs
 
     def shutdown(self) -> None:
+        self.graphs = None
         self.attention.release()

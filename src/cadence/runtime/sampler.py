@@ -53,10 +53,10 @@ class Sampler:
             logits = logits.clone() if logits is raw else logits
             for i, ids in blocked:
                 logits[i, ids] = NEG_INF
-        greedy = torch.tensor([p.greedy for p in params], device=self.device)
-        if bool(greedy.all()):
+        if all(p.greedy for p in params):  # decided on the host: no device round trip
             chosen = logits.argmax(dim=-1)
         else:
+            greedy = torch.tensor([p.greedy for p in params], device=self.device)
             chosen = self._sample(logits, reqs, greedy)
         token_ids = chosen.tolist()
         logprobs: list = [None] * len(reqs)

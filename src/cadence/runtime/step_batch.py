@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -15,13 +15,24 @@ from cadence.core.scheduler.output import SchedulerOutput
 class StepBatch:
     input_ids: torch.Tensor  # [T] every scheduled token of every request, request after request
     positions: torch.Tensor  # [T]
-    slot_mapping: torch.Tensor  # [T] where each token's K/V goes in the flat cache
     query_lens: list[int]
     context_lens: list[int]  # tokens in the cache after this step, per request
-    block_tables: list[list[int]]
     sample_indices: torch.Tensor  # [N] position in the flattened step of each sampled token
     sample_requests: list[Request]
     block_size: int
+    request_ids: list[str] = field(default_factory=list)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    kv: KVCacheManager | None = None
+    _slot_mapping: torch.Tensor | None = None
+    _block_tables: list[list[int]] | None = None
+
+    @property
+    def block_tables(self) -> list[list[int]]:
+        """Block ids of each request (built on first use: a list per request per step costs)."""
+        if self._block_tables is None:
+            assert self.kv is not None
+            self._block_tables = [self.kv.block_ids(rid) for rid in self.request_ids]
+        return self._block_tables
 
     @property
     def num_tokens(self) -> int:
@@ -31,30 +42,46 @@ class StepBatch:
     def is_decode_only(self) -> bool:
         return all(q == 1 for q in self.query_lens)
 
+    @property
+    def start_lens(self) -> list[int]:
+        """Tokens already in the cache before this step, per request."""
+        return [c - q for c, q in zip(self.context_lens, self.query_lens, strict=True)]
+
+    @property
+    def slot_mapping(self) -> torch.Tensor:
+        """[T] where each token's K/V goes in a flat block-indexed cache (built on first use: the
+        vattention backend never needs it, and it costs a Python loop over every token)."""
+        if self._slot_mapping is None:
+            bs = self.block_size
+            slots: list[int] = []
+            for table, ctx, q in zip(self.block_tables, self.context_lens, self.query_lens, strict=True):
+                slots.extend(table[p // bs] * bs + p % bs for p in range(ctx - q, ctx))
+            self._slot_mapping = torch.tensor(slots, dtype=torch.long).to(self.device, non_blocking=True)
+        return self._slot_mapping
+
 
 def build_step_batch(out: SchedulerOutput, kv: KVCacheManager, device: torch.device) -> StepBatch:
-    bs = kv.block_size
     ids: list[int] = []
     pos: list[int] = []
-    slots: list[int] = []
-    query_lens, context_lens, tables = [], [], []
+    query_lens, context_lens, rids = [], [], []
     sample_idx: list[int] = []
     sample_reqs: list[Request] = []
     for s in out.scheduled:
         req, start, n = s.request, s.num_computed_tokens, s.num_new_tokens
         end = start + n
-        table = kv.block_ids(req.request_id)
         ids.extend(req.token_slice(start, end))
-        pos.extend(range(start, end))
-        slots.extend(table[p // bs] * bs + p % bs for p in range(start, end))
+        if n == 1:
+            pos.append(start)
+        else:
+            pos.extend(range(start, end))
         query_lens.append(n)
         context_lens.append(end)
-        tables.append(table)
+        rids.append(req.request_id)
         if s.samples:
             sample_idx.append(len(ids) - 1)
             sample_reqs.append(req)
-
-    def t(xs: list[int]) -> torch.Tensor:
-        return torch.tensor(xs, dtype=torch.long).to(device, non_blocking=True)
-
-    return StepBatch(t(ids), t(pos), t(slots), query_lens, context_lens, tables, t(sample_idx), sample_reqs, bs)
+    # one host-to-device copy for ids and positions together
+    both = torch.tensor([ids, pos], dtype=torch.long).to(device, non_blocking=True)
+    return StepBatch(both[0], both[1], query_lens, context_lens,
+                     torch.tensor(sample_idx, dtype=torch.long).to(device, non_blocking=True), sample_reqs,
+                     kv.block_size, rids, device, kv)

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from cadence.runtime.attention.base import AttentionBackend
+from cadence.runtime.attention.paged import PagedAttentionBackend
 from cadence.runtime.attention.torch_ref import TorchAttentionBackend
+from cadence.runtime.attention.vattention import VAttentionBackend
 
-BACKENDS: dict[str, type[AttentionBackend]] = {"torch": TorchAttentionBackend}
+BACKENDS: dict[str, type[AttentionBackend]] = {
+    "torch": TorchAttentionBackend,
+    "vattention": VAttentionBackend,
+    "paged": PagedAttentionBackend,
+}
 
 
 def backend_class(name: str) -> type[AttentionBackend]:
@@ -14,4 +20,5 @@ def backend_class(name: str) -> type[AttentionBackend]:
     return BACKENDS[name]
 
 
-__all__ = ["BACKENDS", "AttentionBackend", "TorchAttentionBackend", "backend_class"]
+__all__ = ["BACKENDS", "AttentionBackend", "PagedAttentionBackend", "TorchAttentionBackend", "VAttentionBackend",
+           "backend_class"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -18,24 +18,49 @@ class AttentionBackend(abc.ABC):
     layout suits its kernel, and gives the model one attention callable per step."""
 
     name = "base"
+    supports_cuda_graphs = False  # True: implements prepare_decode() over static buffers
 
     def __init__(self, config: ModelConfig, num_blocks: int, block_size: int, dtype: torch.dtype,
-                 device: torch.device) -> None:
+                 device: torch.device, *, max_num_seqs: int = 256, max_model_len: int | None = None) -> None:
         self.config = config
         self.num_blocks = num_blocks
         self.block_size = block_size
         self.dtype = dtype
         self.device = device
+        self.max_num_seqs = max_num_seqs
+        self.max_model_len = max_model_len or config.max_model_len
 
-    @staticmethod
-    def bytes_per_block(config: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
+    @classmethod
+    def bytes_per_block(cls, config: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
+        """Device bytes one block costs in this backend's layout (padding included)."""
         itemsize = torch.empty((), dtype=dtype).element_size()
         return config.kv_bytes_per_token(itemsize) * block_size
+
+    @classmethod
+    def fixed_overhead_bytes(cls, config: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
+        """Device bytes the backend takes besides its blocks (scratch, spare pages)."""
+        return 0
 
     @abc.abstractmethod
     def bind(self, batch: StepBatch) -> StepAttention:
         """Prepare what every layer of this step shares (indices, masks) and return the callable
         `attn(layer, q, k, v)` that writes this step's K/V and attends."""
+
+    def free_requests(self, request_ids: Iterable[str]) -> None:
+        """These requests ended or were preempted: forget their per-request state."""
+
+    def after_launch(self, batch: StepBatch) -> None:
+        """Called once the step's GPU work is queued, while the GPU runs: work for later steps."""
+
+    def prepare_decode(self, batch: StepBatch, bucket: int) -> None:
+        """Fill the static buffers read by `graph_attention(bucket)` for a decode-only batch
+        padded to `bucket` rows."""
+        raise NotImplementedError(f"{self.name} has no CUDA-graph path")
+
+    def graph_attention(self, bucket: int, positions: torch.Tensor) -> StepAttention:
+        """The attention callable to capture for decodes of `bucket` rows: it reads only static
+        buffers (and `positions`, the graph's static input), so replays see new batches."""
+        raise NotImplementedError(f"{self.name} has no CUDA-graph path")
 
     def release(self) -> None:
         """Give back device memory (called on shutdown)."""

@@ -15,8 +15,8 @@ class TorchAttentionBackend(AttentionBackend):
     name = "torch"
 
     def __init__(self, config: ModelConfig, num_blocks: int, block_size: int, dtype: torch.dtype,
-                 device: torch.device) -> None:
-        super().__init__(config, num_blocks, block_size, dtype, device)
+                 device: torch.device, **kwargs: int | None) -> None:
+        super().__init__(config, num_blocks, block_size, dtype, device, **kwargs)
         shape = (config.num_layers, num_blocks * block_size, config.num_kv_heads, config.head_dim)
         self.k_cache = torch.zeros(shape, dtype=dtype, device=device)
         self.v_cache = torch.zeros(shape, dtype=dtype, device=device)

@@ -1,0 +1,323 @@
+"""vAttention: each request's KV contiguous in virtual memory, backed by 2 MiB pages on demand.
+
+Layout: one reserved range of `slots x max_ctx` token rows; a row holds K and V of every layer of
+one token ([2, layers, kv_heads, head_dim], padded to a power of two bytes so that a 2 MiB page
+holds a whole number of tokens). A core KV block is `pages_per_block` physical pages (one, for the
+Llama/Qwen shapes at block_size 16), mapped into the request's slot at the block's position, so
+prefix sharing is the same physical page mapped into two slots, and a request never wastes more
+than one block of its last page. Attention is PyTorch's flash kernel over the strided per-layer
+view with `seqused_k`; the kernel knows nothing of pages.
+
+Mapping costs driver calls (tens of microseconds a page), so it is kept off the step: once a step
+is queued on the GPU, every request whose next token opens a new block gets a spare page mapped
+there ahead of time; when the core then hands it a fresh block, the block takes the spare's
+physical page (a bookkeeping swap, no driver call) and the block's old page becomes a spare.
+Slots keep their mappings when a request ends; a later request in the slot remaps only the pages
+that differ, and everything is unmapped and released on shutdown."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import torch
+
+from cadence.models.config import ModelConfig
+from cadence.runtime.attention.base import AttentionBackend, StepAttention
+from cadence.runtime.attention.flash import flash_varlen
+from cadence.runtime.step_batch import StepBatch
+from cadence.runtime.vmm import PAGE_SIZE, VirtualMemory, VMMError
+
+logger = logging.getLogger("cadence.vattention")
+NUM_SPARES = 64  # pages mapped ahead; a decode step opens at most one block per request
+
+
+class BlockSizeError(ValueError):
+    pass
+
+
+def token_stride_bytes(config: ModelConfig, dtype: torch.dtype) -> int:
+    """Bytes per token row: K and V of every layer, rounded up to a power of two."""
+    natural = config.kv_bytes_per_token(torch.empty((), dtype=dtype).element_size())
+    stride = 16
+    while stride < natural:
+        stride *= 2
+    return stride
+
+
+def pages_per_block(config: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
+    stride = token_stride_bytes(config, dtype)
+    if (block_size * stride) % PAGE_SIZE:
+        need = max(1, PAGE_SIZE // stride)
+        raise BlockSizeError(f"vattention maps 2 MiB pages of {PAGE_SIZE // stride} tokens for this model: "
+                             f"block_size must be a multiple of {need}, got {block_size}")
+    return block_size * stride // PAGE_SIZE
+
+
+class VAttentionBackend(AttentionBackend):
+    name = "vattention"
+    supports_cuda_graphs = True
+
+    @classmethod
+    def bytes_per_block(cls, config: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
+        return pages_per_block(config, block_size, dtype) * PAGE_SIZE
+
+    @classmethod
+    def fixed_overhead_bytes(cls, config: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
+        return (NUM_SPARES + 1) * pages_per_block(config, block_size, dtype) * PAGE_SIZE
+
+    @staticmethod
+    def _check_device(device: torch.device) -> None:
+        if device.type != "cuda":
+            raise VMMError("the vattention backend runs on CUDA GPUs only")
+
+    def _reserve(self, num_bytes: int) -> VirtualMemory:
+        index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+        return VirtualMemory(index, num_bytes)
+
+    def __init__(self, config: ModelConfig, num_blocks: int, block_size: int, dtype: torch.dtype,
+                 device: torch.device, **kwargs: int | None) -> None:
+        super().__init__(config, num_blocks, block_size, dtype, device, **kwargs)
+        self._check_device(device)
+        self.ppb = pages_per_block(config, block_size, dtype)
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        self.natural_token_bytes = config.kv_bytes_per_token(itemsize)
+        self.stride_bytes = token_stride_bytes(config, dtype)
+        L, H, D = config.num_layers, config.num_kv_heads, config.head_dim
+        max_ctx = min(self.max_model_len, num_blocks * block_size)
+        self.max_ctx = -(-max_ctx // block_size) * block_size
+        self.slot_bytes = self.max_ctx * self.stride_bytes
+        self.page_bytes_per_block = self.ppb * PAGE_SIZE
+        num_slots = self.max_num_seqs
+        while True:  # the range is virtual: only its pages cost memory, but the driver may cap it
+            try:
+                self.vm = self._reserve((num_slots + 1) * self.slot_bytes)
+                break
+            except VMMError as exc:
+                if num_slots <= 8:
+                    raise
+                logger.warning("%s; trying %d slots", exc, num_slots // 2)
+                num_slots //= 2
+        self.num_slots = num_slots
+        self.scratch_slot = num_slots  # padded rows of graphed decodes write here
+        # physical pages: block b owns block_pages[b] (it may trade them with a spare, see above)
+        pages = self.vm.create_pages(num_blocks * self.ppb)
+        self.block_pages = [pages[b * self.ppb:(b + 1) * self.ppb] for b in range(num_blocks)]
+        spare = self.vm.create_pages(NUM_SPARES * self.ppb)
+        self.spares = [spare[i * self.ppb:(i + 1) * self.ppb] for i in range(NUM_SPARES)]
+        self.scratch_pages = self.vm.create_pages(self.ppb)
+        for i, page in enumerate(self.scratch_pages):
+            self.vm.map(self.scratch_slot * self.slot_bytes + i * PAGE_SIZE, page)
+        self.premapped: dict[tuple[int, int], list[int]] = {}  # (slot, block position) -> spare pages
+        self.free_slots = list(range(num_slots - 1, -1, -1))
+        self.slot_of: dict[str, int] = {}
+        self.checked: dict[str, int] = {}  # blocks known to be mapped right, per request
+        self.num_swaps = 0
+        # the range as [slot, token, K/V, layer, head, dim], and per layer flat [slot*token, head, dim] views
+        se = self.stride_bytes // itemsize
+        flat = self.vm.tensor().view(dtype)
+        self.kv = flat.as_strided((num_slots + 1, self.max_ctx, 2, L, H, D),
+                                  (self.max_ctx * se, se, L * H * D, H * D, D, 1))
+        self.k_layers = [self.kv[:, :, 0, layer].flatten(0, 1) for layer in range(L)]
+        self.v_layers = [self.kv[:, :, 1, layer].flatten(0, 1) for layer in range(L)]
+        self.scale = config.head_dim**-0.5
+        # static buffers for CUDA-graph decodes: rows cu_q, cu_k, seqused_k (int32)
+        n = self.max_num_seqs
+        self.graph_meta = torch.zeros(3, n + 1, dtype=torch.int32, device=device)
+        self.graph_meta[0] = torch.arange(n + 1, dtype=torch.int32, device=device)
+
+    # -- pages ---------------------------------------------------------------------------------
+    def _offset(self, slot: int, block_pos: int, i: int = 0) -> int:
+        return slot * self.slot_bytes + (block_pos * self.ppb + i) * PAGE_SIZE
+
+    def _place(self, slot: int, pos: int, pages: list[int]) -> None:
+        """Make block position `pos` of `slot` show `pages`, remapping only what differs."""
+        spare = self.premapped.pop((slot, pos), None)
+        if spare is not None:
+            self.spares.append(spare)
+        for i, page in enumerate(pages):
+            off = self._offset(slot, pos, i)
+            cur = self.vm.mapped_page(off)
+            if cur == page:
+                continue
+            if cur is not None:
+                self.vm.unmap(off)
+            self.vm.map(off, page)
+
+    def _ensure_mapped(self, rid: str, slot: int, blocks: list, start: int) -> None:
+        bs = self.block_size
+        for j in range(self.checked.get(rid, 0), len(blocks)):
+            b = blocks[j].block_id
+            want = self.block_pages[b]
+            if all(self.vm.mapped_page(self._offset(slot, j, i)) == p for i, p in enumerate(want)):
+                self.premapped.pop((slot, j), None)
+                continue
+            spare = self.premapped.get((slot, j))
+            if spare is not None and j * bs >= start:
+                # a fresh block: its content does not matter, so it takes the pre-mapped page
+                del self.premapped[(slot, j)]
+                self.block_pages[b] = spare
+                self.spares.append(want)
+                self.num_swaps += 1
+                continue
+            self._place(slot, j, want)
+        self.checked[rid] = len(blocks)
+
+    def after_launch(self, batch: StepBatch) -> None:
+        """Map a spare page where each request's next token opens a new block."""
+        bs = self.block_size
+        kv = batch.kv
+        for rid, ctx in zip(batch.request_ids, batch.context_lens, strict=True):
+            if ctx % bs or ctx >= self.max_ctx or not self.spares:
+                continue
+            slot = self.slot_of.get(rid)
+            blocks = kv.req_blocks.get(rid) if kv is not None else None
+            if slot is None or blocks is None or len(blocks) * bs > ctx:
+                continue
+            pos = ctx // bs
+            if (slot, pos) in self.premapped:
+                continue
+            pages = self.spares.pop()
+            for i, page in enumerate(pages):
+                off = self._offset(slot, pos, i)
+                cur = self.vm.mapped_page(off)
+                if cur == page:
+                    continue
+                if cur is not None:
+                    self.vm.unmap(off)
+                self.vm.map(off, page)
+            self.premapped[(slot, pos)] = pages
+
+    def free_requests(self, request_ids: Iterable[str]) -> None:
+        for rid in request_ids:
+            slot = self.slot_of.pop(rid, None)
+            self.checked.pop(rid, None)
+            if slot is not None:
+                self.free_slots.append(slot)  # mappings stay: the next tenant may reuse the pages
+
+    def _slot(self, rid: str) -> int:
+        slot = self.slot_of.get(rid)
+        if slot is None:
+            if not self.free_slots:
+                raise RuntimeError(f"vattention has {self.num_slots} request slots and all are in use; "
+                                   f"lower max_num_seqs")
+            slot = self.slot_of[rid] = self.free_slots.pop()
+        return slot
+
+    # -- attention -----------------------------------------------------------------------------
+    def _attention(self, write_idx: torch.Tensor, cu_q: torch.Tensor, cu_k: torch.Tensor,
+                   seqused: torch.Tensor, max_q: int, max_k: int) -> StepAttention:
+        k_layers, v_layers, scale = self.k_layers, self.v_layers, self.scale
+
+        def attn(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            kc, vc = k_layers[layer], v_layers[layer]
+            kc.index_copy_(0, write_idx, k)
+            vc.index_copy_(0, write_idx, v)
+            return flash_varlen(q, kc, vc, cu_q, cu_k, max_q, max_k, seqused, scale)
+
+        return attn
+
+    def _slots_of(self, batch: StepBatch) -> list[int]:
+        kv = batch.kv
+        assert kv is not None, "vattention needs the KV manager's block lists"
+        slots = []
+        for rid, ctx, q in zip(batch.request_ids, batch.context_lens, batch.query_lens, strict=True):
+            slot = self._slot(rid)
+            blocks = kv.req_blocks[rid]
+            if self.checked.get(rid, 0) < len(blocks):
+                self._ensure_mapped(rid, slot, blocks, ctx - q)
+            slots.append(slot)
+        return slots
+
+    def bind(self, batch: StepBatch) -> StepAttention:
+        slots = self._slots_of(batch)
+        B = len(slots)
+        meta = torch.empty(4, B + 1, dtype=torch.int32)
+        cu_q, cu_k, used, qlen = meta[0], meta[1], meta[2], meta[3]
+        qlens = batch.query_lens
+        cu_q[0] = 0
+        cu_q[1:] = torch.tensor(qlens, dtype=torch.int32).cumsum(0)
+        cu_k[:B] = torch.tensor(slots, dtype=torch.int32) * self.max_ctx
+        cu_k[B] = self.num_slots * self.max_ctx
+        used[:B] = torch.tensor(batch.context_lens, dtype=torch.int32)
+        qlen[:B] = torch.tensor(qlens, dtype=torch.int32)
+        meta = meta.to(self.device, non_blocking=True)
+        bases = meta[1, :B].long()
+        if batch.is_decode_only:
+            write_idx = bases + batch.positions
+        else:
+            write_idx = torch.repeat_interleave(bases, meta[3, :B].long(), output_size=batch.num_tokens)
+            write_idx += batch.positions
+        return self._attention(write_idx, meta[0], meta[1], meta[2, :B], max(qlens), max(batch.context_lens))
+
+    def prepare_decode(self, batch: StepBatch, bucket: int) -> None:
+        slots = self._slots_of(batch)
+        n = len(slots)
+        host = torch.empty(2, bucket, dtype=torch.int32)
+        host[0, :n] = torch.tensor(slots, dtype=torch.int32) * self.max_ctx
+        host[1, :n] = torch.tensor(batch.context_lens, dtype=torch.int32)
+        host[0, n:] = self.scratch_slot * self.max_ctx  # padded rows: one token in the scratch slot
+        host[1, n:] = 1
+        self.graph_meta[1:, :bucket].copy_(host, non_blocking=True)
+
+    def graph_attention(self, bucket: int, positions: torch.Tensor) -> StepAttention:
+        meta = self.graph_meta
+        meta[1, :bucket] = self.scratch_slot * self.max_ctx
+        meta[2, :bucket] = 1
+        meta[1, bucket] = self.num_slots * self.max_ctx
+        cu_q, cu_k, used = meta[0, :bucket + 1], meta[1, :bucket + 1], meta[2, :bucket]
+        k_layers, v_layers, scale, max_ctx = self.k_layers, self.v_layers, self.scale, self.max_ctx
+        state: dict[str, torch.Tensor] = {}
+
+        def attn(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            if layer == 0:  # once per step: each token's row is its slot's base plus its position
+                state["idx"] = meta[1, :bucket].long() + positions
+            kc, vc = k_layers[layer], v_layers[layer]
+            kc.index_copy_(0, state["idx"], k)
+            vc.index_copy_(0, state["idx"], v)
+            return flash_varlen(q, kc, vc, cu_q, cu_k, 1, max_ctx, used, scale)
+
+        return attn
+
+    # -- accounting ----------------------------------------------------------------------------
+    def fragmentation(self, context_lens: list[int]) -> dict[str, float]:
+        """Of the page bytes mapped for live requests: how much holds KV, is row padding, or is the
+        unfilled tail of each request's last block."""
+        if not context_lens:
+            return {}
+        used = sum(context_lens) * self.natural_token_bytes
+        rows = sum(context_lens) * self.stride_bytes
+        mapped = sum(-(-c // self.block_size) for c in context_lens) * self.page_bytes_per_block
+        return {"requests": len(context_lens), "mapped_bytes": mapped, "kv_bytes": used,
+                "tail_waste": (mapped - rows) / mapped, "row_padding": (rows - used) / mapped,
+                "waste_pages_per_request": (mapped - rows) / PAGE_SIZE / len(context_lens)}
+
+    def page_accounting(self) -> dict[str, int]:
+        """Every physical page is a block's, a spare (free or mapped ahead), or the scratch page."""
+        owned = [p for pages in self.block_pages for p in pages]
+        spare = [p for pages in self.spares for p in pages]
+        ahead = [p for pages in self.premapped.values() for p in pages]
+        every = owned + spare + ahead + self.scratch_pages
+        return {"pages": self.vm.num_pages, "accounted": len(every), "distinct": len(set(every)),
+                "mappings": self.vm.num_mappings, "maps": self.vm.stats.maps, "unmaps": self.vm.stats.unmaps,
+                "swaps": self.num_swaps}
+
+    def trim(self) -> None:
+        """Unmap everything no live request uses (idle time; tests use it to count leaks)."""
+        live: set[int] = set()
+        for slot in self.slot_of.values():
+            live.update(range(slot * self.slot_bytes, (slot + 1) * self.slot_bytes, PAGE_SIZE))
+        live.update(self._offset(self.scratch_slot, 0, i) for i in range(self.ppb))
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        for off in [o for o in list(self.vm._mapped) if o not in live]:
+            self.vm.unmap(off)
+        for key in [k for k in self.premapped if k[0] not in self.slot_of.values()]:
+            self.spares.append(self.premapped.pop(key))
+
+    def release(self) -> None:
+        vm = getattr(self, "vm", None)
+        if vm is not None:
+            self.k_layers = self.v_layers = []
+            self.kv = None  # type: ignore[assignment]
+            vm.close()
