@@ -1,0 +1,102 @@
+"""Step time from a profile: what the simulator's clock advances by for one scheduled batch.
+
+Everything the step loop touches is a list index or a few multiply-adds: per-token costs are
+tabulated once for every token count up to the largest step, attention costs are linear fits.
+A replica with PP stages runs `layers / pp` layers per stage; its step time here is one stage's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cadence.sim.errors import SimInputError
+from cadence.sim.fits import fit_interp, fit_linear
+from cadence.sim.hardware import GPUSpec, send_seconds
+from cadence.sim.operators import ALL_OPS
+from cadence.sim.profile_data import Profile
+from cadence.sim.shapes import DTYPE_BYTES, model_config
+
+
+@dataclass(frozen=True)
+class Coverage:
+    max_tokens: int
+    max_batch: int
+    max_decode_context: int
+    max_prefill_tokens: int
+    max_prefill_context: int
+
+
+class StepTimePredictor:
+    def __init__(self, profile: Profile, pp: int, gpu: GPUSpec, max_step_tokens: int) -> None:
+        by_op = profile.by_op()
+        missing = [op for op in ALL_OPS if op not in by_op]
+        if missing:
+            raise SimInputError(f"profile of {profile.model} tp={profile.tp} lacks operators: {', '.join(missing)}")
+        mc = model_config(profile.model)
+        if mc.num_layers % pp:
+            raise SimInputError(f"{profile.model} has {mc.num_layers} layers, which do not split into pp={pp} stages")
+        self.profile, self.pp = profile, pp
+        self.layers = mc.num_layers // pp
+        fits = {op: fit_interp(op, by_op[op]) for op in
+                ("norm", "qkv_proj", "rope", "o_proj", "mlp_gate_up", "act", "mlp_down", "embed", "lm_head",
+                 "sampler", "all_reduce")}
+        self.decode = fit_linear("attn_decode", by_op["attn_decode"]).coef
+        self.prefill = fit_linear("attn_prefill", by_op["attn_prefill"]).coef
+        self.cpu = fit_linear("cpu_step", by_op["cpu_step"]).coef
+        self.coverage = Coverage(
+            max_tokens=int(max(fits["qkv_proj"].xs)),
+            max_batch=int(min(max(fits["sampler"].xs), max(p.batch for p in by_op["attn_decode"]))),
+            max_decode_context=max(p.context for p in by_op["attn_decode"]),
+            max_prefill_tokens=max(p.tokens for p in by_op["attn_prefill"]),
+            max_prefill_context=max(p.context for p in by_op["attn_prefill"]),
+        )
+        self.check_covers(max_step_tokens=max_step_tokens)
+        n = max_step_tokens + 1
+        tab = {op: f.table(n) for op, f in fits.items()}
+        L = self.layers
+        # First stage embeds, last stage norms + lm_head + samples; with pp=1 one stage does all.
+        # A stage's dense time per token count; the lm_head/sampler part is keyed by sampled rows.
+        self.dense = [L * (2 * tab["norm"][t] + tab["qkv_proj"][t] + tab["rope"][t] + tab["o_proj"][t]
+                           + tab["mlp_gate_up"][t] + tab["act"][t] + tab["mlp_down"][t] + 2 * tab["all_reduce"][t])
+                      + (tab["embed"][t] + tab["norm"][t] if pp == 1 else 0.0)
+                      + (send_seconds(t * mc.hidden_size * DTYPE_BYTES, gpu) if pp > 1 and t else 0.0)
+                      for t in range(n)]  # fmt: skip
+        self.head = [tab["lm_head"][b] + tab["sampler"][b] for b in range(n)]
+        self.max_step_tokens = max_step_tokens
+        d0, d1, d2 = self.decode
+        self._dec_fixed, self._dec_per_req, self._dec_per_ctx = L * d0, L * d1, L * d2
+        c0, c1 = self.cpu
+        self._cpu0, self._cpu1 = c0, c1
+
+    def check_covers(self, max_step_tokens: int = 0, max_batch: int = 0, max_context: int = 0) -> None:
+        c, name = self.coverage, f"profile of {self.profile.model} tp={self.profile.tp}"
+        if max_step_tokens > c.max_tokens:
+            raise SimInputError(f"{name} covers steps of up to {c.max_tokens} tokens; this configuration needs "
+                                f"{max_step_tokens} (token budget or longest whole prefill)")
+        if max_batch > c.max_batch:
+            raise SimInputError(f"{name} covers batches of up to {c.max_batch} requests; max batch is {max_batch}")
+        if max_context > min(c.max_decode_context, c.max_prefill_context):
+            raise SimInputError(f"{name} covers contexts of up to {min(c.max_decode_context, c.max_prefill_context)}"
+                                f" tokens; requests here reach {max_context}")
+
+    def step_time(self, num_tokens: int, num_sampled: int, num_reqs: int, decode_batch: int, decode_ctx: int,
+                  prefills: Sequence[tuple[int, int]] = ()) -> float:
+        """One step (one stage with PP): `decode_ctx` sums the decodes' contexts; prefills holds
+        (chunk tokens, keys after the chunk) per prefilling request."""
+        t = self.dense[num_tokens] + self.head[num_sampled] + self._cpu0 + self._cpu1 * num_reqs
+        if decode_batch:
+            t += self._dec_fixed + self._dec_per_req * decode_batch + self._dec_per_ctx * decode_ctx
+        if prefills:
+            a, b, c, d = self.prefill
+            L = self.layers
+            for q, kv in prefills:
+                t += L * (a + b * q + c * q * (kv - q / 2) + d * kv)
+        return t
+
+    def decode_window(self, batch: int, ctx_sum: int) -> tuple[float, float]:
+        """A pure-decode step over `batch` requests costs base + slope * j at the j-th step from
+        here (each step adds one key per request): returns (base, slope)."""
+        base = (self.dense[batch] + self.head[batch] + self._cpu0 + self._cpu1 * batch + self._dec_fixed
+                + self._dec_per_req * batch + self._dec_per_ctx * ctx_sum)
+        return base, self._dec_per_ctx * batch
