@@ -114,3 +114,10 @@ def launch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., S
 def server(launch: Callable[..., ServerProcess]) -> ServerProcess:
     """The server most tests share: the model loads once per session."""
     return launch("--max-queue", "256").wait_ready()
+
+
+@pytest.fixture(scope="session")
+def tight_server(launch: Callable[..., ServerProcess]) -> ServerProcess:
+    """A 48-token context (bounds any generated request) and a KV pool of 12 blocks (192 tokens),
+    so that a handful of concurrent requests exhausts it and forces preemption."""
+    return launch("--max-model-len", "48", "--num-blocks", "12").wait_ready()
