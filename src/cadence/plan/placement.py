@@ -52,7 +52,8 @@ class FlowSolution:
         return sum(f for (a, _), f in self.edges.items() if a == node)
 
 
-def flow_graph(cluster: Cluster, placement: Placement, tm: ThroughputModel) -> nx.DiGraph:
+def flow_graph(cluster: Cluster, placement: Placement, tm: ThroughputModel,
+               edges: set[tuple[str, str]] | None = None) -> nx.DiGraph:
     """Graph with each node split in `n/in` -> `n/out` (capacity = node capacity for its layer count)."""
     g = nx.DiGraph()
     g.add_node(SOURCE)
@@ -73,15 +74,63 @@ def flow_graph(cluster: Cluster, placement: Placement, tm: ThroughputModel) -> n
             ok = (a in placement.ranges and b in placement.ranges
                   and can_follow(placement.ranges[a], placement.ranges[b], placement.partial_inference)
                   and (placement.groups is None or placement.groups[a] == placement.groups[b]))
-        if ok:
+        if ok and (edges is None or (a, b) in edges):
             u = SOURCE if a == SOURCE else f"{a}/out"
             v = SINK if b == SINK else f"{b}/in"
             g.add_edge(u, v, capacity=int(tm.link_capacity(a, b, link) * SCALE))
     return g
 
 
-def max_flow(cluster: Cluster, placement: Placement, tm: ThroughputModel) -> FlowSolution:
-    g = flow_graph(cluster, placement, tm)
+def route_latencies(g: nx.DiGraph, cluster: Cluster, tm: ThroughputModel) -> dict[str, float]:
+    """Per used node, the longest source -> node -> sink round trip (hop and link times) in `g`."""
+    def hop(v: str) -> float:
+        if v in (SOURCE, SINK):
+            return 0.0
+        name = v.split("/")[0]
+        return tm.hop_time(cluster.node(name), g.graph["layers"][name]) if v.endswith("/in") else 0.0
+
+    def link(u: str, v: str) -> float:
+        if u.endswith("/in"):
+            return 0.0
+        a, b = u.removesuffix("/out"), v.removesuffix("/in")
+        batch = tm.operating_point(cluster.node(a), g.graph["layers"][a])[1] if a != SOURCE else 1.0
+        return tm.link_time(a, b, cluster.links[(a, b)], batch)
+
+    order = list(nx.topological_sort(g))
+    head = dict.fromkeys(order, 0.0)
+    for u in order:
+        for v in g.successors(u):
+            head[v] = max(head[v], head[u] + hop(u) + link(u, v))
+    tail = dict.fromkeys(order, 0.0)
+    for u in reversed(order):
+        for v in g.successors(u):
+            tail[u] = max(tail[u], hop(u) + link(u, v) + tail[v])
+    return {v.removesuffix("/in"): head[v] + tail[v] for v in order if v.endswith("/in")}
+
+
+def latency_feasible_graph(cluster: Cluster, placement: Placement, tm: ThroughputModel,
+                           edges: set[tuple[str, str]] | None = None) -> nx.DiGraph:
+    """The flow graph with nodes on round trips longer than the latency budget removed, longest first."""
+    g = flow_graph(cluster, placement, tm, edges)
+    budget = tm.config.latency_budget_s
+    if budget <= 0:
+        return g
+    g.graph["layers"] = {n: placement.layers(n) for n in placement.ranges}
+    while True:
+        # only nodes that can still reach both ends carry flow
+        live = nx.descendants(g, SOURCE) & nx.ancestors(g, SINK)
+        g.remove_nodes_from([v for v in list(g.nodes) if v not in live and v not in (SOURCE, SINK)])
+        lat = route_latencies(g, cluster, tm)
+        worst = max(lat, key=lambda n: lat[n], default=None)
+        if worst is None or lat[worst] <= budget:
+            return g
+        g.remove_nodes_from([f"{worst}/in", f"{worst}/out"])
+
+
+def max_flow(cluster: Cluster, placement: Placement, tm: ThroughputModel,
+             edges: set[tuple[str, str]] | None = None) -> FlowSolution:
+    """Max flow of the placement (only over `edges` if given), with every route within the latency budget."""
+    g = latency_feasible_graph(cluster, placement, tm, edges)
     value, flows = nx.maximum_flow(g, SOURCE, SINK)
     edges: dict[tuple[str, str], float] = {}
     for u, targets in flows.items():

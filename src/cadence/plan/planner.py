@@ -13,6 +13,9 @@ from cadence.plan.milp import MilpConfig, MilpResult, layer_work_bound, solve_mi
 from cadence.plan.placement import FlowSolution, Placement, max_flow
 from cadence.plan.throughput import ThroughputModel
 
+# round-trip latency budgets (s) the planner tries when none is given: each gives its own capacity table
+LATENCY_GRID = (0.15, 0.2, 0.3, 0.45, 0.7, 1.0, 1.5, 2.2, 3.3)
+
 
 @dataclass(frozen=True)
 class PlanResult:
@@ -20,6 +23,10 @@ class PlanResult:
     baselines: dict[str, tuple[Placement, FlowSolution]] = field(hash=False)
     layer_work_bound: float = 0.0
     warm_search_s: float = 0.0
+    latency_budget_s: float = 0.0  # the budget of the MILP placement's capacity table
+    baseline_budgets: dict[str, float] = field(default_factory=dict, hash=False)
+    tm: ThroughputModel | None = field(default=None, hash=False, compare=False)
+    tried: dict[float, float] = field(default_factory=dict, hash=False)  # budget -> MILP objective
 
 
 def check_fits(cluster: Cluster, tm: ThroughputModel) -> None:
@@ -35,33 +42,64 @@ def check_fits(cluster: Cluster, tm: ThroughputModel) -> None:
         )
 
 
-def plan(cluster: Cluster, tm: ThroughputModel, config: MilpConfig | None = None,
-         search_share: float = 0.1) -> PlanResult:
-    """Place the model: baselines and our mixed-chain heuristic, a short local search from the best of
-    them, then the Helix MILP warm-started from that, for the rest of the time limit."""
-    cfg = config or MilpConfig()
-    check_fits(cluster, tm)
+def _candidates(cluster: Cluster, tm: ThroughputModel, partial: bool) -> tuple[dict, Placement]:
     baselines = {}
     for name, build in BASELINES.items():
         p = build(cluster, tm)
         baselines[name] = (p, max_flow(cluster, p, tm))
-    chains = mixed_chains(cluster, tm)
-    candidates = [p for p, _ in baselines.values() if not p.partial_inference or cfg.partial_inference]
-    candidates.append(chains)
+    candidates = [p for p, _ in baselines.values() if not p.partial_inference or partial]
+    candidates.append(mixed_chains(cluster, tm))
     # a separate-pipelines start must drop its grouping: the MILP lets pipelines share
-    candidates = [Placement(p.method, p.ranges, p.num_layers, cfg.partial_inference) for p in candidates]
+    candidates = [Placement(p.method, p.ranges, p.num_layers, partial) for p in candidates]
     warm = max(candidates, key=lambda p: max_flow(cluster, p, tm).value)
-    if max_flow(cluster, warm, tm).value <= 0:
+    return baselines, warm
+
+
+def plan(cluster: Cluster, tm: ThroughputModel, config: MilpConfig | None = None,
+         search_share: float = 0.1, budgets_tried: int = 2) -> PlanResult:
+    """Place the model. With no latency budget given (0), every budget of LATENCY_GRID gives a capacity
+    table; baselines and our mixed-chain heuristic are scored under each (each baseline keeps its best),
+    and the `budgets_tried` budgets with the best warm start each get a short local search and the Helix
+    MILP, sharing the time limit. The best MILP placement wins."""
+    cfg = config or MilpConfig()
+    check_fits(cluster, tm)
+    budgets = [tm.config.latency_budget_s] if tm.config.latency_budget_s != 0 else list(LATENCY_GRID)
+    baselines: dict[str, tuple[Placement, FlowSolution]] = {}
+    baseline_budgets: dict[str, float] = {}
+    warms = []
+    for lam in budgets:
+        tml = tm.at_latency(lam) if lam != tm.config.latency_budget_s else tm
+        base, warm = _candidates(cluster, tml, cfg.partial_inference)
+        for name, (p, f) in base.items():
+            if name not in baselines or f.value > baselines[name][1].value:
+                baselines[name], baseline_budgets[name] = (p, f), lam
+        warms.append((max_flow(cluster, warm, tml).value, lam, tml, warm))
+    warms.sort(key=lambda w: -w[0])
+    if warms[0][0] <= 0 and max_flow(cluster, _candidates(cluster, tm.at_latency(-1.0), False)[1],
+                                     tm.at_latency(-1.0)).value <= 0:
         raise PlanError(f"no placement of {tm.model.name!r} carries any flow on {cluster.name!r}: "
                         "nodes that could hold the model cannot reach each other or the coordinator")
-    t0 = time.perf_counter()
-    budget = cfg.time_limit_s * search_share
-    if budget > 0:
-        searched = improve(cluster, tm, warm, budget, seed=cfg.seed)
-        if max_flow(cluster, searched, tm).value > max_flow(cluster, warm, tm).value:
-            warm = Placement(f"{warm.method}+search", searched.ranges, warm.num_layers, warm.partial_inference)
-    search_s = time.perf_counter() - t0
-    remaining = MilpConfig(**{**cfg.__dict__, "time_limit_s": max(1.0, cfg.time_limit_s - search_s)})
-    result = solve_milp(cluster, tm, warm, remaining)
-    return PlanResult(milp=result, baselines=baselines, layer_work_bound=layer_work_bound(cluster, tm),
-                      warm_search_s=search_s)
+    chosen = warms[:max(1, budgets_tried)]
+    best: tuple[MilpResult, float, ThroughputModel] | None = None
+    tried: dict[float, float] = {}
+    search_total = 0.0
+    for _, lam, tml, warm in chosen:
+        share = cfg.time_limit_s / len(chosen)
+        t0 = time.perf_counter()
+        budget = share * search_share
+        if budget > 0:
+            searched = improve(cluster, tml, warm, budget, seed=cfg.seed)
+            if max_flow(cluster, searched, tml).value > max_flow(cluster, warm, tml).value:
+                warm = Placement(f"{warm.method}+search", searched.ranges, warm.num_layers, warm.partial_inference)
+        search_s = time.perf_counter() - t0
+        search_total += search_s
+        remaining = MilpConfig(**{**cfg.__dict__, "time_limit_s": max(1.0, share - search_s)})
+        result = solve_milp(cluster, tml, warm, remaining)
+        tried[lam] = result.objective
+        if best is None or result.objective > best[0].objective:
+            best = (result, lam, tml)
+    assert best is not None
+    result, lam, tml = best
+    return PlanResult(milp=result, baselines=baselines, layer_work_bound=layer_work_bound(cluster, tml),
+                      warm_search_s=search_total, latency_budget_s=lam, baseline_budgets=baseline_budgets,
+                      tm=tml, tried=tried)

@@ -55,6 +55,8 @@ class SimResult:
     tpot_p50: float  # seconds between output tokens
     tpot_p95: float
     mean_hops: float
+    node_busy: dict[str, float] = field(default_factory=dict)  # busy share of each node in the window
+    node_batch: dict[str, float] = field(default_factory=dict)  # mean decode batch per iteration
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -79,6 +81,9 @@ def simulate(cluster: Cluster, tm: ThroughputModel, placement: Placement, flow: 
     done: list[Request] = []
     tokens_in_window = [0]
     hops: list[int] = []
+    busy_s = dict.fromkeys(placement.ranges, 0.0)
+    iters = dict.fromkeys(placement.ranges, 0)
+    dec_tokens = dict.fromkeys(placement.ranges, 0)
 
     def push(t: float, kind: str, payload: object) -> None:
         seq[0] += 1
@@ -139,6 +144,10 @@ def simulate(cluster: Cluster, tm: ThroughputModel, placement: Placement, flow: 
                 layer_ctx += (r.prompt + r.generated) * (e - s)
         t = tm.iteration_time(cluster.node(name), placement.layers(name), layer_tokens, layer_ctx)
         busy[name] = True
+        if now >= cfg.warmup_s:
+            busy_s[name] += max(0.0, min(now + t, cfg.duration_s) - now)
+            iters[name] += 1
+            dec_tokens[name] += sum(1 for r, _ in items if r.generated)
         push(now + t, "done", (name, items))
 
     def finish_iteration(now: float, name: str, items: list[tuple[Request, int]]) -> None:
@@ -195,6 +204,7 @@ def simulate(cluster: Cluster, tm: ThroughputModel, placement: Placement, flow: 
         elif kind == "sink":
             for r, _ in payload:
                 token_out(now, r)
+    window = max(cfg.duration_s - cfg.warmup_s, 1e-9)
     measured = [r for r in done if r.arrival >= cfg.warmup_s] or done
     ttft = [r.first_token - r.arrival for r in measured]
     tpot = [(r.last_token - r.first_token) / (r.generated - 1) for r in measured if r.generated > 1]
@@ -203,4 +213,6 @@ def simulate(cluster: Cluster, tm: ThroughputModel, placement: Placement, flow: 
         requests_done=len(done),
         ttft_p50=_pct(ttft, 50), ttft_p95=_pct(ttft, 95), tpot_p50=_pct(tpot, 50), tpot_p95=_pct(tpot, 95),
         mean_hops=statistics.fmean(hops) if hops else 0.0,
+        node_busy={n: round(v / window, 3) for n, v in busy_s.items()},
+        node_batch={n: round(dec_tokens[n] / iters[n], 1) for n in iters if iters[n]},
     )

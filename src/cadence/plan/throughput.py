@@ -1,22 +1,34 @@
 """Node and link capacities in decode tokens per second: a roofline model, overridable by measurements.
 
-A node holding k of the model's L layers keeps as many requests resident as the memory left after the
-weights holds in KV cache. A resident request sits at this node only part of its time (it also waits
-on the other stages of its path), about k/L of it in a balanced pipeline, so a decode iteration here
-batches about resident x k/L requests (capped at `max_batch`): the pipeline-bubble effect every
-pipeline-parallel engine has, and what the simulator reproduces. One iteration reads the k layers'
-weights and the batch's KV cache and does 2 FLOPs per parameter per token, so it takes the longer of
-memory time and compute time. A request's prompt is charged as compute (prefill runs at a batch where
-weights are read once for many tokens). Capacity = output tokens per second the node pushes through its
-k layers. Measured numbers (tokens/s per layer count) replace the roofline where given and scale it
-where not (calibration: the median measured/roofline ratio of that node type).
+The same physics the simulator runs (`iteration_time`), reduced to one table per node type:
+
+- A node holding k of the model's L layers keeps R(k) requests resident: the KV cache (prompt +
+  output) of R(k) requests fits in the memory its weights leave.
+- One decode iteration over a batch of b requests reads the k layers' weights and the batch's KV
+  cache and does 2 FLOPs per parameter per token: T(b) = overhead + max(memory time, compute time).
+  The overhead (`iteration_overhead_ms`) is paid per hop, however few layers the node holds.
+- Compute-bound capacity: b/T(b) at the largest batch (min(R(k), max_batch)), less the time prompts
+  take (prefill is charged per output token).
+- Latency budget Lambda (`latency_budget_s`): decode is autoregressive, every output token walks the
+  whole route and back to the coordinator before the next one starts, so a request resident on a
+  node makes one token per round trip. If every route's round trip is at most Lambda, a node with R(k)
+  resident requests serves at most R(k)/Lambda tokens/s (Little's law). The node then runs batches of
+  b = X T(b) at throughput X, and a token spends `hop_time` = (1 + hop_wait) T(b) there (its own
+  iteration plus the mean residual of the one in progress when it arrives); the planner charges that
+  plus each link's latency and transfer to the route, and keeps routes within Lambda (the MILP with
+  arrival-time potentials, the max-flow evaluation by pruning nodes on too-long routes).
+- With Lambda = 0 there is no latency budget: capacity is the compute-bound one (tests, unit tables).
+
+Capacity(k) is an arbitrary table, so the MILP's "holds k layers" binaries keep it linear. Measured
+numbers (tokens/s per layer count) replace the compute-bound capacity where given and scale it where
+not (calibration: the median measured/roofline ratio of that node type).
 """
 
 from __future__ import annotations
 
 import csv
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -40,6 +52,10 @@ class ThroughputConfig:
     output_tokens: int = field(default=128, metadata={"help": "average output length the plan is made for"})
     tp_efficiency: float = field(default=0.9, metadata={"help": "scaling of a multi-GPU node's cards"})
     iteration_overhead_ms: float = field(default=2.0, metadata={"help": "fixed cost of one iteration"})
+    latency_budget_s: float = field(
+        default=0.0, metadata={"help": "round-trip time per output token the plan allows (0: the planner picks; <0: none)"}
+    )
+    hop_wait: float = field(default=0.5, metadata={"help": "mean wait at a busy node, in iterations"})
 
     def __post_init__(self) -> None:
         if not 0 < self.weight_share <= 1 or not 0 <= self.reserve_share < 1:
@@ -86,6 +102,7 @@ class ThroughputModel:
         self.config = config or ThroughputConfig()
         self.measured = {(g.upper(), k): v for (g, k), v in (measured or {}).items()}
         self._capacity = lru_cache(maxsize=None)(self._capacity_uncached)
+        self._op = lru_cache(maxsize=None)(self._operating_point_uncached)
 
     # -- memory --------------------------------------------------------------------------
     def max_layers(self, node: Node) -> int:
@@ -107,10 +124,6 @@ class ThroughputModel:
             return 0
         return int(self.kv_budget_bytes(node, layers) // self.kv_bytes_per_request(layers))
 
-    def batch(self, node: Node, layers: int) -> float:
-        """Decode batch of one iteration: the resident requests that are at this stage right now."""
-        return min(self.resident(node, layers) * layers / self.model.num_layers, float(self.config.max_batch))
-
     # -- time ----------------------------------------------------------------------------
     def _peaks(self, node: Node) -> tuple[float, float]:
         scale = node.count * (self.config.tp_efficiency if node.count > 1 else 1.0)
@@ -127,18 +140,26 @@ class ThroughputModel:
         bytes_ = weight_layers * m.layer_bytes + layer_context * m.kv_bytes_per_token_layer
         return max(flops / flops_s, bytes_ / bw) + self.config.iteration_overhead_ms / 1e3
 
-    def roofline_capacity(self, node: Node, layers: int) -> float:
-        if self.resident(node, layers) < 1:
-            return 0.0
-        b = max(self.batch(node, layers), 1.0)
+    def decode_time(self, node: Node, layers: int, batch: float) -> float:
+        """One decode iteration over `batch` requests at the planned average context."""
         c = self.config
         context = c.prompt_tokens + c.output_tokens / 2
-        decode = self.iteration_time(node, layers, b * layers, b * context * layers) / b
-        flops_s, _ = self._peaks(node)
-        prefill = 2.0 * self.model.params_per_layer * layers * c.prompt_tokens / flops_s
-        return c.output_tokens / (c.output_tokens * decode + prefill)
+        return self.iteration_time(node, layers, batch * layers, batch * context * layers)
 
-    def _capacity_uncached(self, node: Node, layers: int) -> float:
+    def prefill_s_per_token(self, node: Node, layers: int) -> float:
+        """Prompt compute charged to each output token."""
+        c = self.config
+        flops_s, _ = self._peaks(node)
+        return 2.0 * self.model.params_per_layer * layers * c.prompt_tokens / flops_s / c.output_tokens
+
+    def roofline_capacity(self, node: Node, layers: int) -> float:
+        """Compute-bound decode tokens/s at the largest batch that fits (no latency budget)."""
+        b = min(self.resident(node, layers), self.config.max_batch)
+        if b < 1:
+            return 0.0
+        return 1.0 / (self.decode_time(node, layers, b) / b + self.prefill_s_per_token(node, layers))
+
+    def compute_capacity(self, node: Node, layers: int) -> float:
         if layers <= 0 or layers > self.max_layers(node):
             return 0.0
         label = node.label.upper()
@@ -147,6 +168,41 @@ class ThroughputModel:
         base = self.roofline_capacity(node, layers)
         ratios = [v / r for (g, k), v in self.measured.items() if g == label and (r := self.roofline_capacity(node, k)) > 0]
         return base * statistics.median(ratios) if ratios else base
+
+    def _operating_point_uncached(self, node: Node, layers: int) -> tuple[float, float, float]:
+        """(capacity tokens/s, batch, hop time s) of `node` holding `layers` layers under the latency budget."""
+        cap = self.compute_capacity(node, layers)
+        if cap <= 0:
+            return 0.0, 0.0, 0.0
+        c = self.config
+        R = self.resident(node, layers)
+        if c.latency_budget_s > 0:
+            cap = min(cap, R / c.latency_budget_s)
+        # prompts share the node's iterations: at decode rate X a share X x pf of its time is prefill,
+        # so an iteration carrying b decode tokens lasts T(b) / (1 - X pf); b = X x that (a fixed point)
+        pf = self.prefill_s_per_token(node, layers)
+        stretch = 1.0 / max(1.0 - cap * pf, 1e-3)
+        b = 1.0
+        for _ in range(50):
+            b = min(max(cap * stretch * self.decode_time(node, layers, b), 1.0), float(min(R, c.max_batch)))
+        hop = (1.0 + c.hop_wait) * stretch * self.decode_time(node, layers, b)
+        if c.latency_budget_s > 0 and hop > c.latency_budget_s:
+            return 0.0, b, hop
+        return cap, b, hop
+
+    def operating_point(self, node: Node, layers: int) -> tuple[float, float, float]:
+        return self._op(node, layers)
+
+    def hop_time(self, node: Node, layers: int) -> float:
+        """Seconds a token spends at `node` holding `layers` layers (iteration + mean wait)."""
+        return self._op(node, layers)[2]
+
+    def _capacity_uncached(self, node: Node, layers: int) -> float:
+        return self._op(node, layers)[0]
+
+    def at_latency(self, latency_budget_s: float) -> ThroughputModel:
+        """The same model with another round-trip latency budget."""
+        return ThroughputModel(self.model, replace(self.config, latency_budget_s=latency_budget_s), self.measured)
 
     def capacity(self, node: Node, layers: int) -> float:
         """Decode tokens per second through `layers` layers held by `node` (0 if they do not fit)."""
@@ -159,3 +215,8 @@ class ThroughputModel:
         per_token = (c.prompt_tokens + c.output_tokens) / c.output_tokens
         size = TOKEN_ID_BYTES if src == SOURCE or dst == SINK else self.model.activation_bytes
         return link.bandwidth_bps / (size * per_token)
+
+    def link_time(self, src: str, dst: str, link: Link, batch: float = 1.0) -> float:
+        """Seconds one token spends on a link: latency plus sending its iteration's batch."""
+        size = TOKEN_ID_BYTES if src == SOURCE or dst == SINK else self.model.activation_bytes
+        return link.latency_s + size * max(batch, 1.0) / link.bandwidth_bps
