@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +58,8 @@ class Run:
     timer: RequestTimer
     choices: list[Choice]
     num_cached_tokens: int = 0
+    status: int = 200  # for the access log and the request counter
+    closed: bool = False
 
     def update(self, index: int, out: RequestOutput) -> Choice:
         c = self.choices[index]
@@ -199,25 +201,22 @@ class Serving:
     async def respond(self, endpoint: Endpoint, run: Run, model: str, http: Request, stream: bool,
                       include_usage: bool, continuous_usage: bool) -> Response:
         headers = {"X-Request-Id": run.request_id}
+        self.num_in_flight += 1
         if stream:
             gen = self._sse(endpoint, run, model, include_usage, continuous_usage)
-            return StreamingResponse(gen, media_type="text/event-stream",
-                                     headers={**headers, "Cache-Control": "no-cache"})
-        self.num_in_flight += 1
-        status = 200
+            return _EventStream(gen, lambda: self._close(endpoint, run, stream=True),
+                                headers={**headers, "Cache-Control": "no-cache"})
         try:
             await self._collect(run, http)
             return JSONResponse(endpoint.response(run, model).model_dump(mode="json"), headers=headers)
         except EngineDeadError as exc:
-            status = 503
+            run.status = 503
             return JSONResponse(error_body(503, str(exc), code="engine_unavailable"), status_code=503)
         except RequestAborted:
-            status = 499  # the client went away; nobody reads this
+            run.status = 499  # the client went away; nobody reads this
             return Response(status_code=499)
         finally:
-            self.num_in_flight -= 1
-            run.stream.abort()
-            self._log(endpoint, run, status, stream=False)
+            self._close(endpoint, run, stream=False)
 
     async def _collect(self, run: Run, http: Request) -> None:
         async def consume() -> None:
@@ -228,16 +227,15 @@ class Serving:
         gone = asyncio.ensure_future(_client_gone(http))
         try:
             await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if not task.done():  # the client disconnected: free its KV blocks now
+                run.stream.abort()
+            await task
         finally:
             gone.cancel()
-        if not task.done():  # the client disconnected: free its KV blocks now
-            run.stream.abort()
-        await task
+            task.cancel()
 
     async def _sse(self, endpoint: Endpoint, run: Run, model: str, include_usage: bool,
                    continuous_usage: bool) -> AsyncIterator[str]:
-        self.num_in_flight += 1
-        status = 200
         try:
             for chunk in endpoint.opening(run, model):
                 yield _frame(chunk)
@@ -249,35 +247,57 @@ class Serving:
                             chunk.usage = run.usage()  # type: ignore[attr-defined]
                         yield _frame(chunk)
             except EngineDeadError as exc:
-                status = 503
+                run.status = 503
                 yield "data: " + json.dumps(error_body(503, str(exc), code="engine_unavailable")) + "\n\n"
             else:
                 if include_usage:
                     yield _frame(endpoint.usage_chunk(run, model))
             yield "data: [DONE]\n\n"
         except RequestAborted:
-            status = 499  # aborted from our side: end quietly
+            run.status = 499  # aborted from our side: end quietly
         except asyncio.CancelledError:
-            status = 499  # the client disconnected; Starlette cancels the stream
+            run.status = 499  # the client disconnected; Starlette cancels the stream
             raise
-        finally:
-            self.num_in_flight -= 1
-            run.stream.abort()  # a no-op when finished; on disconnect this frees the KV blocks
-            self._log(endpoint, run, status, stream=True)
 
-    def _log(self, endpoint: Endpoint, run: Run, status: int, stream: bool) -> None:
+    def _close(self, endpoint: Endpoint, run: Run, stream: bool) -> None:
+        """Once per request, however it ended: abort (a no-op when finished; on disconnect this frees
+        the KV blocks), count, log."""
+        if run.closed:
+            return
+        run.closed = True
+        self.num_in_flight -= 1
+        run.stream.abort()
+        if run.status == 200 and not run.stream.finished:
+            run.status = 499  # ended before its stream was read to the end
         run.timer.finish()
-        self.metrics.requests.labels(endpoint.name, str(status)).inc()
+        self.metrics.requests.labels(endpoint.name, str(run.status)).inc()
         usage = run.usage()
         t = run.timer
         access_log.info(json.dumps({
-            "request_id": run.request_id, "endpoint": endpoint.name, "status": status, "stream": stream,
+            "request_id": run.request_id, "endpoint": endpoint.name, "status": run.status, "stream": stream,
             "n": run.params.n, "prompt_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens,
             "cached_tokens": run.num_cached_tokens,
             "finish_reasons": [c.finish_reason for c in run.choices],
             "ttft_s": None if t.ttft is None else round(t.ttft, 4),
             "e2e_s": None if t.e2e is None else round(t.e2e, 4),
         }))
+
+
+class _EventStream(StreamingResponse):
+    """Server-sent events whose `on_close` runs however the response ends, even when the client
+    left before Starlette iterated the body (the generator's own `finally` would never run)."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, content: AsyncIterator[str], on_close: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self.on_close = on_close
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.on_close()
 
 
 def _frame(chunk: BaseModel) -> str:
