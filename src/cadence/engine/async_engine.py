@@ -82,8 +82,13 @@ class RequestStream:
         return item
 
     # called in the loop thread
-    def _put(self, item: tuple[int, RequestOutput] | BaseException) -> None:
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+    def _put(self, item: tuple[int, RequestOutput] | BaseException) -> bool:
+        """Hand an item to the consumer's event loop; False if that loop is gone (closed)."""
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        except RuntimeError:
+            return False
+        return True
 
 
 class AsyncEngine:
@@ -261,4 +266,5 @@ class AsyncEngine:
                 stream, index = entry
                 if out.finished:
                     del self._streams[out.request_id]
-                stream._put((index, out))
+                if not stream._put((index, out)):
+                    self._abort_stream(stream)  # nobody left to read it: free its blocks
