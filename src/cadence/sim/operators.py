@@ -17,11 +17,12 @@ BATCH_OPS = ("sampler",)  # keyed by sampled rows
 ATTN_OPS = ("attn_prefill", "attn_decode")
 ALL_OPS = (*TOKEN_OPS, *BATCH_OPS, *ATTN_OPS, "all_reduce", "cpu_step")
 
-TOKEN_GRID = (1, 2, 4, 8, 16, 32, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192)
+TOKEN_GRID = (1, 2, 4, 8, 16, 32, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192,
+              12288, 16384, 24576, 32768)
 DECODE_BATCH_GRID = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
-DECODE_CTX_GRID = (128, 256, 512, 1024, 2048, 4096, 8192, 16384)
-PREFILL_Q_GRID = (16, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
-PREFILL_KV_GRID = (128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+DECODE_CTX_GRID = (128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
+PREFILL_Q_GRID = (16, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+PREFILL_KV_GRID = (128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
 
 # Shares of the roofline that kernels reach at scale (flash attention reads K/V at about 1.9 of 3.0
 # TB/s per DESIGN.md; cuBLAS bf16 GEMMs about 70% of the measured matmul ceiling at these shapes).

@@ -21,12 +21,13 @@ class RunOutput:
     notes: list[str]
 
 
-def simulate(d: Deployment, specs: list[wl.RequestSpec], options: m.SummaryOptions | None = None) -> RunOutput:
+def simulate(d: Deployment, specs: list[wl.RequestSpec], options: m.SummaryOptions | None = None,
+             late_limit: float | None = None) -> RunOutput:
     if not specs:
         raise SimInputError("the workload has no requests (empty trace?)")
     sim, mem = build(d, specs)
     t0 = time.perf_counter()
-    res = sim.run(specs)
+    res = sim.run(specs, late_limit)
     wall = time.perf_counter() - t0
     summary = m.summarize(res.records, options or m.SummaryOptions(fluent_rate=False))
     prof = sim.predictor.profile
@@ -37,6 +38,8 @@ def simulate(d: Deployment, specs: list[wl.RequestSpec], options: m.SummaryOptio
         f"{mem.weight_bytes_per_gpu / (1 << 30):.1f} GiB per GPU",
         f"{res.steps} steps ({res.windows} decode windows) simulated in {wall:.2f} s",
     ]
+    if res.stopped:
+        notes.append(f"stopped early: over half the requests waited more than {late_limit} s to be scheduled")
     if prof.source != "measured":
         notes.append("step times come from an analytic roofline, not from GPU measurements")
     return RunOutput(res, summary, wall, notes)

@@ -16,6 +16,12 @@ SIM_SHAPES: dict[str, dict] = {
         "num_hidden_layers": 80, "num_attention_heads": 64, "num_key_value_heads": 8, "vocab_size": 128256,
         "max_position_embeddings": 8192, "rope_theta": 500000.0, "rms_norm_eps": 1e-5, "eos_token_id": 128001,
     },
+    # A toy shape for CPU profiling smoke tests.
+    "sim-tiny": {
+        "architectures": ["LlamaForCausalLM"], "hidden_size": 64, "intermediate_size": 128,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 256,
+        "max_position_embeddings": 4096, "rope_theta": 10000.0, "rms_norm_eps": 1e-5, "eos_token_id": 2,
+    },
 }  # fmt: skip
 DTYPE_BYTES = 2  # bf16 everywhere on the GPU
 

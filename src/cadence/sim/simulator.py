@@ -18,7 +18,7 @@ import heapq
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cadence.core.config import SchedulerConfig
 from cadence.core.metrics import RequestRecord
@@ -55,6 +55,7 @@ class SimResult:
     end_time: float
     steps: int
     windows: int
+    stopped: bool = False
 
     def check_conservation(self) -> None:
         for r in self.requests:
@@ -105,8 +106,12 @@ class Simulator:
         eng.pending = True
         heapq.heappush(self._heap, (t, self._seq, eng))
 
-    def run(self, specs: Sequence[RequestSpec]) -> SimResult:
+    def run(self, specs: Sequence[RequestSpec], late_limit: float | None = None) -> SimResult:
+        """Simulate every request to its end. With `late_limit`, stop as soon as more than half of
+        the requests are known to wait longer than that before being scheduled (the median
+        scheduling delay then fails any SLO on it); unfinished requests are recorded as "stopped"."""
         reqs = self._requests(specs)
+        self._late_limit = late_limit
         # The loop allocates millions of small acyclic objects; the cycle collector only slows it.
         was_enabled = gc.isenabled()
         gc.disable()
@@ -121,12 +126,25 @@ class Simulator:
         end_bound = router.state_dependent and len(replicas) > 1
         i, n = 0, len(reqs)
         now = 0.0
+        late_limit, late, q = self._late_limit, 0, 0
+        stopped = False
         while i < n or heap:
             next_arrival = reqs[i].arrival_time if i < n else math.inf
             if not heap or next_arrival <= heap[0][0]:
                 req = reqs[i]
                 i += 1
                 now = req.arrival_time
+                if late_limit is not None:
+                    while q < i:  # requests in arrival order whose lateness is settled
+                        r = reqs[q]
+                        t = r.first_scheduled_time
+                        if t is None and now - r.arrival_time <= late_limit:
+                            break
+                        late += t is None or t - r.arrival_time > late_limit
+                        q += 1
+                    if 2 * late > n:
+                        stopped = True
+                        break
                 eng = replicas[router.pick(replicas) if len(replicas) > 1 else 0].add(req)
                 if not eng.pending:
                     self._push(now, eng)
@@ -137,7 +155,11 @@ class Simulator:
                 self._complete(eng, now)
             nxt = reqs[i].arrival_time if i < n else math.inf
             self._start(eng, now, nxt, end_bound)
-        return SimResult([_record(r) for r in reqs], reqs, replicas, now, self.steps, self.windows)
+        records = [_record(r) for r in reqs]
+        if stopped:
+            records = [rec if r.is_finished else replace(rec, error="stopped", error_detail="over half the requests "
+                       f"waited more than {late_limit} s to be scheduled") for r, rec in zip(reqs, records, strict=True)]
+        return SimResult(records, reqs, replicas, now, self.steps, self.windows, stopped)
 
     def _complete(self, eng: SimEngine, now: float) -> None:
         out, eng.inflight = eng.inflight, None

@@ -1,0 +1,70 @@
+"""`cadence profile`: time the model's operators on this machine (or write the analytic stand-in)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from cadence.sim.hardware import SKUS, gpu_spec
+from cadence.sim.shapes import SIM_SHAPES
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="llama3-8b", choices=sorted(SIM_SHAPES), help="model shape (dummy weights)")
+    parser.add_argument("--tp", type=int, default=1, help="tensor-parallel degree (one GPU's share is timed)")
+    parser.add_argument("--out", required=True, help="CSV file to write")
+    parser.add_argument("--device", default="auto", help="auto, cuda, cuda:N or cpu")
+    parser.add_argument("--grid", default="auto", choices=("auto", "gpu", "cpu"),
+                        help="grid of shapes (auto: gpu on CUDA, the small cpu grid otherwise)")
+    parser.add_argument("--max-seconds", type=float, default=150.0, help="time budget of the whole profile")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per point (median kept)")
+    parser.add_argument("--gpu", default="H100", choices=sorted(SKUS),
+                        help="SKU for the all-reduce bandwidth model and for --analytic")
+    parser.add_argument("--analytic", action="store_true",
+                        help="write the analytic roofline profile of --gpu instead of measuring (labelled so)")
+    parser.add_argument("--errors", action="store_true", help="print held-out error of the fits per operator")
+
+
+def run(args: argparse.Namespace) -> int:
+    from cadence.sim.errors import SimInputError
+
+    try:
+        gpu = gpu_spec(args.gpu)
+        if args.analytic:
+            from cadence.sim.roofline import analytic_profile
+
+            prof, notes = analytic_profile(args.model, args.tp, gpu), ["analytic roofline, not measured"]
+        else:
+            prof, notes = _measure(args, gpu)
+        path = prof.save(args.out)
+    except (SimInputError, ValueError) as exc:
+        print(f"cadence profile: {exc}", file=sys.stderr)
+        return 2
+    for n in notes:
+        print(f"note: {n}", file=sys.stderr)
+    print(f"{len(prof.points)} points of {prof.model} tp={prof.tp} ({prof.source}) in {path}")
+    if args.errors:
+        from cadence.sim.fits import heldout_errors
+
+        errs = heldout_errors(prof)
+        print(json.dumps(errs, indent=1))
+        Path(str(path) + ".errors.json").write_text(json.dumps(errs, indent=1) + "\n")
+    return 0
+
+
+def _measure(args: argparse.Namespace, gpu):
+    import torch
+
+    from cadence.sim.profiler import CPU_GRID, GPU_GRID, profile_model
+
+    dev = args.device
+    if dev == "auto":
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(dev)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but no CUDA GPU is visible")
+    grid = {"gpu": GPU_GRID, "cpu": CPU_GRID}.get(args.grid, GPU_GRID if device.type == "cuda" else CPU_GRID)
+    log = (lambda msg: print(msg, file=sys.stderr))  # noqa: E731
+    return profile_model(args.model, args.tp, device, gpu, grid, args.max_seconds, args.repeats, log)
