@@ -169,6 +169,8 @@ def decode_step_gpu_ms(engine: LLMEngine) -> dict[str, float]:
         if bucket is None:
             continue
         g = graphs.graphs[bucket]
+        engine.runner.attention.graph_attention(bucket, graphs.positions[:bucket])  # rows -> scratch slot
+        graphs.positions[:bucket].zero_()
         for _ in range(3):
             g.replay()
         s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

@@ -43,7 +43,7 @@ def model(request):
     with torch.no_grad():
         for name, p in m.named_parameters():
             if not name.endswith("norm.weight"):
-                p.normal_(0, 0.05, generator=g)
+                p.normal_(0, 0.02, generator=g)
     return cfg, m
 
 
@@ -103,7 +103,7 @@ def drive(name: str, cfg: ModelConfig, model, prompts, script, *, budget: int, n
 CASES = [  # (budget, num_blocks, stagger): chunked prefills and mixed batches; preemption with few blocks
     (64, 64, 1),
     (256, 64, 0),
-    (512, 14, 0),
+    (512, 9, 0),
 ]
 
 
@@ -125,6 +125,7 @@ def test_backend_matches_torch(model, name, budget, num_blocks, stagger):
         a = torch.stack([got[r.request_id][p] for p in pos])
         b = torch.stack([ref[r.request_id][p] for p in pos])
         rel = float((a - b).norm() / b.norm())
+        print(f"{name} {r.request_id}: relative error vs torch {rel:.2e}")
         assert rel <= 1e-2, f"{name} {r.request_id}: relative error {rel:.2e}"
     if name == "vattention":
         backend.trim()
@@ -143,6 +144,7 @@ def test_cuda_graph_replays_match_eager(model):
                                  stagger=2, check_graphs=True)
     errs = stats["graph_errs"]
     assert len(errs) > 20
+    print(f"graph replays: {len(errs)}, max relative error vs eager {max(errs):.2e}")
     assert max(errs) <= 1e-2, f"graph replay vs eager: max relative error {max(errs):.2e}"
     backend.release()
     assert backend.vm.stats.pages_alive == 0 and backend.vm.stats.mappings_alive == 0

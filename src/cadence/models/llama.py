@@ -9,6 +9,7 @@ from torch import nn
 
 from cadence.models.config import ModelConfig
 from cadence.models.layers import RMSNorm, RotaryEmbedding, silu_and_mul
+from cadence.runtime import kernels
 
 
 class Attention(Protocol):
@@ -31,13 +32,20 @@ class DecoderAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, rope: RotaryEmbedding, positions: torch.Tensor, attn: Attention):
         qkv = self.qkv_proj(x)
+        fused = kernels.enabled(qkv)
+        if fused:  # q/k norm and RoPE in place, one kernel (same numerics as the path below)
+            norm = self.q_norm is not None
+            kernels.qk_norm_rope_(qkv, self.num_heads, self.num_kv_heads, self.head_dim, positions, rope.cos_sin,
+                                  self.q_norm.weight if norm else None, self.k_norm.weight if norm else None,
+                                  self.q_norm.eps if norm else 0.0)
         q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         q = q.view(-1, self.num_heads, self.head_dim)
         k = k.view(-1, self.num_kv_heads, self.head_dim)
         v = v.view(-1, self.num_kv_heads, self.head_dim)
-        if self.q_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
-        q, k = rope(positions, q, k)
+        if not fused:
+            if self.q_norm is not None:
+                q, k = self.q_norm(q), self.k_norm(k)
+            q, k = rope(positions, q, k)
         out = attn(self.layer, q, k, v)
         return self.o_proj(out.reshape(-1, self.q_size))
 

@@ -69,6 +69,80 @@ if HAVE_TRITON:
         tl.store(base + HALF, (x2f * cos[None, :] + x1f * sin[None, :]).to(x1.dtype), mask=mask)
 
 
+if HAVE_TRITON:
+
+    @triton.jit
+    def _qk_norm_rope_kernel(qkv_ptr, pos_ptr, cos_sin_ptr, qw_ptr, kw_ptr, tok_stride, cs_stride, eps,
+                             N_Q: tl.constexpr, N_K: tl.constexpr, HEADS: tl.constexpr, HALF: tl.constexpr,
+                             NORM: tl.constexpr):
+        # one program per token: its q heads then its k heads, laid out back to back in the qkv row
+        tok = tl.program_id(0)
+        pos = tl.load(pos_ptr + tok)
+        d = tl.arange(0, HALF)
+        h = tl.arange(0, HEADS)
+        cos = tl.load(cos_sin_ptr + pos * cs_stride + d)[None, :]
+        sin = tl.load(cos_sin_ptr + pos * cs_stride + HALF + d)[None, :]
+        mask = (h < N_Q + N_K)[:, None]
+        base = qkv_ptr + tok * tok_stride + h[:, None] * (2 * HALF) + d[None, :]
+        x1 = tl.load(base, mask=mask, other=0.0)
+        x2 = tl.load(base + HALF, mask=mask, other=0.0)
+        dtype = x1.dtype
+        if NORM:  # per-head RMSNorm (Qwen3), rounded to the activation dtype as the reference does
+            f1, f2 = x1.to(tl.float32), x2.to(tl.float32)
+            rstd = 1.0 / tl.sqrt((tl.sum(f1 * f1, axis=1) + tl.sum(f2 * f2, axis=1)) / (2 * HALF) + eps)
+            is_q = (h < N_Q)[:, None]
+            w1 = tl.where(is_q, tl.load(qw_ptr + d)[None, :], tl.load(kw_ptr + d)[None, :]).to(tl.float32)
+            w2 = tl.where(is_q, tl.load(qw_ptr + HALF + d)[None, :], tl.load(kw_ptr + HALF + d)[None, :])
+            w2 = w2.to(tl.float32)
+            x1 = ((f1 * rstd[:, None]).to(dtype).to(tl.float32) * w1).to(dtype)
+            x2 = ((f2 * rstd[:, None]).to(dtype).to(tl.float32) * w2).to(dtype)
+        f1, f2 = x1.to(tl.float32), x2.to(tl.float32)
+        tl.store(base, (f1 * cos - f2 * sin).to(dtype), mask=mask)
+        tl.store(base + HALF, (f2 * cos + f1 * sin).to(dtype), mask=mask)
+
+    @triton.jit
+    def _kv_write_kernel(k_ptr, v_ptr, k_dst, v_dst, idx_ptr, src_stride, dst_stride, N: tl.constexpr,
+                         BLOCK: tl.constexpr):
+        tok = tl.program_id(0)
+        row = tl.load(idx_ptr + tok)
+        cols = tl.arange(0, BLOCK)
+        mask = cols < N
+        k = tl.load(k_ptr + tok * src_stride + cols, mask=mask)
+        v = tl.load(v_ptr + tok * src_stride + cols, mask=mask)
+        tl.store(k_dst + row * dst_stride + cols, k, mask=mask)
+        tl.store(v_dst + row * dst_stride + cols, v, mask=mask)
+
+
+def qk_norm_rope_(qkv: torch.Tensor, num_heads: int, num_kv_heads: int, head_dim: int, positions: torch.Tensor,
+                  cos_sin: torch.Tensor, q_weight: torch.Tensor | None, k_weight: torch.Tensor | None,
+                  eps: float) -> None:
+    """In place on the qkv projection [T, (Hq + 2 Hkv) * D]: optional per-head RMSNorm of q and k,
+    then rotate-half RoPE of both; v untouched. One launch instead of six."""
+    n_tok = qkv.shape[0]
+    if n_tok == 0:
+        return
+    assert qkv.stride(-1) == 1 and cos_sin.is_contiguous()
+    norm = q_weight is not None
+    _qk_norm_rope_kernel[(n_tok,)](qkv, positions, cos_sin, q_weight if norm else qkv, k_weight if norm else qkv,
+                                   qkv.stride(0), cos_sin.stride(0), eps, N_Q=num_heads, N_K=num_kv_heads,
+                                   HEADS=triton.next_power_of_2(num_heads + num_kv_heads), HALF=head_dim // 2,
+                                   NORM=norm, num_warps=4)
+
+
+def kv_write(k: torch.Tensor, v: torch.Tensor, k_rows: torch.Tensor, v_rows: torch.Tensor,
+             idx: torch.Tensor) -> None:
+    """k_rows[idx[t]] = k[t] and v_rows[idx[t]] = v[t] in one launch; k, v [T, H, D] (rows may be
+    strided); k_rows, v_rows [R, H, D] with H, D contiguous and any row stride."""
+    n_tok = k.shape[0]
+    if n_tok == 0:
+        return
+    n = k.shape[1] * k.shape[2]
+    assert k.stride(1) == k.shape[2] and k.stride(2) == 1 and v.stride() == k.stride()
+    assert k_rows.stride(1) == k_rows.shape[2] and k_rows.stride(2) == 1 and v_rows.stride() == k_rows.stride()
+    _kv_write_kernel[(n_tok,)](k, v, k_rows, v_rows, idx, k.stride(0), k_rows.stride(0), N=n,
+                               BLOCK=triton.next_power_of_2(n), num_warps=4)
+
+
 def _rows(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(-1, x.shape[-1])
 

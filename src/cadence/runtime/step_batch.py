@@ -21,6 +21,7 @@ class StepBatch:
     sample_requests: list[Request]
     block_size: int
     request_ids: list[str] = field(default_factory=list)
+    known_lens: list[int] = field(default_factory=list)  # tokens each request knows (prompt + output)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     kv: KVCacheManager | None = None
     _slot_mapping: torch.Tensor | None = None
@@ -63,7 +64,7 @@ class StepBatch:
 def build_step_batch(out: SchedulerOutput, kv: KVCacheManager, device: torch.device) -> StepBatch:
     ids: list[int] = []
     pos: list[int] = []
-    query_lens, context_lens, rids = [], [], []
+    query_lens, context_lens, rids, known = [], [], [], []
     sample_idx: list[int] = []
     sample_reqs: list[Request] = []
     for s in out.scheduled:
@@ -77,6 +78,7 @@ def build_step_batch(out: SchedulerOutput, kv: KVCacheManager, device: torch.dev
         query_lens.append(n)
         context_lens.append(end)
         rids.append(req.request_id)
+        known.append(req.num_tokens)
         if s.samples:
             sample_idx.append(len(ids) - 1)
             sample_reqs.append(req)
@@ -84,4 +86,4 @@ def build_step_batch(out: SchedulerOutput, kv: KVCacheManager, device: torch.dev
     both = torch.tensor([ids, pos], dtype=torch.long).to(device, non_blocking=True)
     return StepBatch(both[0], both[1], query_lens, context_lens,
                      torch.tensor(sample_idx, dtype=torch.long).to(device, non_blocking=True), sample_reqs,
-                     kv.block_size, rids, device, kv)
+                     kv.block_size, rids, known, device, kv)

@@ -73,8 +73,9 @@ class TorchAttentionBackend(AttentionBackend):
                     query = q[tok].unsqueeze(2)  # [B, Hq, 1, D]
                 else:
                     query = q[tok].transpose(0, 1).unsqueeze(0)  # [1, Hq, Q, D]
-                o = F.scaled_dot_product_attention(query, keys, values, attn_mask=mask, scale=self.scale,
-                                                   enable_gqa=True)
+                # float32 inside: the oracle should round once, where the output is stored
+                o = F.scaled_dot_product_attention(query.float(), keys.float(), values.float(), attn_mask=mask,
+                                                   scale=self.scale, enable_gqa=True).to(q.dtype)
                 out[tok] = o.squeeze(2) if qlen == 1 else o[0].transpose(0, 1)
             return out
 

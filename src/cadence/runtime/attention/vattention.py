@@ -23,17 +23,27 @@ from collections.abc import Iterable
 import torch
 
 from cadence.models.config import ModelConfig
+from cadence.runtime import kernels
 from cadence.runtime.attention.base import AttentionBackend, StepAttention
 from cadence.runtime.attention.flash import flash_varlen
 from cadence.runtime.step_batch import StepBatch
 from cadence.runtime.vmm import PAGE_SIZE, VirtualMemory, VMMError
 
 logger = logging.getLogger("cadence.vattention")
-NUM_SPARES = 64  # pages mapped ahead; a decode step opens at most one block per request
+NUM_SPARES = 256  # pages to map ahead: a block per decoding request, the next chunk of prefills
 
 
 class BlockSizeError(ValueError):
     pass
+
+
+def _write(k: torch.Tensor, v: torch.Tensor, k_rows: torch.Tensor, v_rows: torch.Tensor, idx: torch.Tensor) -> None:
+    """This step's K and V into their rows: one fused launch on the GPU."""
+    if kernels.enabled(k):
+        kernels.kv_write(k, v, k_rows, v_rows, idx)
+    else:
+        k_rows.index_copy_(0, idx, k)
+        v_rows.index_copy_(0, idx, v)
 
 
 def token_stride_bytes(config: ModelConfig, dtype: torch.dtype) -> int:
@@ -164,29 +174,36 @@ class VAttentionBackend(AttentionBackend):
         self.checked[rid] = len(blocks)
 
     def after_launch(self, batch: StepBatch) -> None:
-        """Map a spare page where each request's next token opens a new block."""
-        bs = self.block_size
-        kv = batch.kv
-        for rid, ctx in zip(batch.request_ids, batch.context_lens, strict=True):
-            if ctx % bs or ctx >= self.max_ctx or not self.spares:
-                continue
+        """Map spare pages where each request's next tokens will go: the block its next decode
+        opens, or the blocks of its prefill's next chunk (up to 32 blocks ahead)."""
+        bs, kv = self.block_size, batch.kv
+        if kv is None:
+            return
+        for rid, ctx, known in zip(batch.request_ids, batch.context_lens, batch.known_lens, strict=True):
+            if not self.spares:
+                return
+            if known <= ctx and ctx % bs:
+                continue  # a decode whose next token lands in a block it already has
             slot = self.slot_of.get(rid)
-            blocks = kv.req_blocks.get(rid) if kv is not None else None
-            if slot is None or blocks is None or len(blocks) * bs > ctx:
+            blocks = kv.req_blocks.get(rid)
+            if slot is None or blocks is None:
                 continue
-            pos = ctx // bs
-            if (slot, pos) in self.premapped:
-                continue
-            pages = self.spares.pop()
-            for i, page in enumerate(pages):
-                off = self._offset(slot, pos, i)
-                cur = self.vm.mapped_page(off)
-                if cur == page:
+            last = min(max(known, ctx + 1), self.max_ctx) - 1  # last position the next steps compute
+            for pos in range(len(blocks), min(last // bs + 1, len(blocks) + 32)):
+                if (slot, pos) in self.premapped:
                     continue
-                if cur is not None:
-                    self.vm.unmap(off)
-                self.vm.map(off, page)
-            self.premapped[(slot, pos)] = pages
+                if not self.spares:
+                    return
+                pages = self.spares.pop()
+                for i, page in enumerate(pages):
+                    off = self._offset(slot, pos, i)
+                    cur = self.vm.mapped_page(off)
+                    if cur == page:
+                        continue
+                    if cur is not None:
+                        self.vm.unmap(off)
+                    self.vm.map(off, page)
+                self.premapped[(slot, pos)] = pages
 
     def free_requests(self, request_ids: Iterable[str]) -> None:
         for rid in request_ids:
@@ -211,8 +228,7 @@ class VAttentionBackend(AttentionBackend):
 
         def attn(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             kc, vc = k_layers[layer], v_layers[layer]
-            kc.index_copy_(0, write_idx, k)
-            vc.index_copy_(0, write_idx, v)
+            _write(k, v, kc, vc, write_idx)
             return flash_varlen(q, kc, vc, cu_q, cu_k, max_q, max_k, seqused, scale)
 
         return attn
@@ -273,8 +289,7 @@ class VAttentionBackend(AttentionBackend):
             if layer == 0:  # once per step: each token's row is its slot's base plus its position
                 state["idx"] = meta[1, :bucket].long() + positions
             kc, vc = k_layers[layer], v_layers[layer]
-            kc.index_copy_(0, state["idx"], k)
-            vc.index_copy_(0, state["idx"], v)
+            _write(k, v, kc, vc, state["idx"])
             return flash_varlen(q, kc, vc, cu_q, cu_k, 1, max_ctx, used, scale)
 
         return attn
