@@ -109,7 +109,7 @@ def heldout_errors(profile: Profile, test_share: float = 0.2, seed: int = 0) -> 
 
     out = {}
     for op, pts in sorted(profile.by_op().items()):
-        if len(pts) < 5:
+        if len(pts) < 5 or not any(p.time_s > 0 for p in pts):  # e.g. all-reduce at tp=1
             continue
         rng = random.Random(f"{seed}-{op}")
         idx = list(range(len(pts)))

@@ -65,6 +65,8 @@ def _measure(args: argparse.Namespace, gpu):
     device = torch.device(dev)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for, but no CUDA GPU is visible")
+    if device.type == "cpu":
+        torch.set_num_threads(1)  # steadier timings on a shared host; the CPU grid is for tests
     grid = {"gpu": GPU_GRID, "cpu": CPU_GRID}.get(args.grid, GPU_GRID if device.type == "cuda" else CPU_GRID)
     log = (lambda msg: print(msg, file=sys.stderr))  # noqa: E731
     return profile_model(args.model, args.tp, device, gpu, grid, args.max_seconds, args.repeats, log)

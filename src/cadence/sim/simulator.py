@@ -76,6 +76,7 @@ class Simulator:
         self._heap: list[tuple[float, int, SimEngine]] = []
         self._seq = 0
         self.steps = self.windows = 0
+        self.assignment: dict[str, int] = {}  # request id -> replica index
 
     # -- requests ---------------------------------------------------------------------------------
     def _requests(self, specs: Sequence[RequestSpec]) -> list[Request]:
@@ -145,7 +146,9 @@ class Simulator:
                     if 2 * late > n:
                         stopped = True
                         break
-                eng = replicas[router.pick(replicas) if len(replicas) > 1 else 0].add(req)
+                k = router.pick(replicas) if len(replicas) > 1 else 0
+                self.assignment[req.request_id] = k
+                eng = replicas[k].add(req)
                 if not eng.pending:
                     self._push(now, eng)
                 continue
