@@ -109,7 +109,9 @@ class VAttentionBackend(AttentionBackend):
                 logger.warning("%s; trying %d slots", exc, num_slots // 2)
                 num_slots //= 2
         self.num_slots = num_slots
-        self.scratch_slot = num_slots  # padded rows of graphed decodes write here
+        # Slot 0 is scratch: padded rows of graphed decodes write there, and its first page stays
+        # mapped so the range's base address is valid memory (Triton checks pointers it is given).
+        self.scratch_slot = 0
         # physical pages: block b owns block_pages[b] (it may trade them with a spare, see above)
         pages = self.vm.create_pages(num_blocks * self.ppb)
         self.block_pages = [pages[b * self.ppb:(b + 1) * self.ppb] for b in range(num_blocks)]
@@ -119,7 +121,7 @@ class VAttentionBackend(AttentionBackend):
         for i, page in enumerate(self.scratch_pages):
             self.vm.map(self.scratch_slot * self.slot_bytes + i * PAGE_SIZE, page)
         self.premapped: dict[tuple[int, int], list[int]] = {}  # (slot, block position) -> spare pages
-        self.free_slots = list(range(num_slots - 1, -1, -1))
+        self.free_slots = list(range(num_slots, 0, -1))
         self.slot_of: dict[str, int] = {}
         self.checked: dict[str, int] = {}  # blocks known to be mapped right, per request
         self.num_swaps = 0
@@ -254,7 +256,7 @@ class VAttentionBackend(AttentionBackend):
         cu_q[0] = 0
         cu_q[1:] = torch.tensor(qlens, dtype=torch.int32).cumsum(0)
         cu_k[:B] = torch.tensor(slots, dtype=torch.int32) * self.max_ctx
-        cu_k[B] = self.num_slots * self.max_ctx
+        cu_k[B] = (self.num_slots + 1) * self.max_ctx
         used[:B] = torch.tensor(batch.context_lens, dtype=torch.int32)
         qlen[:B] = torch.tensor(qlens, dtype=torch.int32)
         meta = meta.to(self.device, non_blocking=True)
@@ -280,7 +282,7 @@ class VAttentionBackend(AttentionBackend):
         meta = self.graph_meta
         meta[1, :bucket] = self.scratch_slot * self.max_ctx
         meta[2, :bucket] = 1
-        meta[1, bucket] = self.num_slots * self.max_ctx
+        meta[1, bucket] = (self.num_slots + 1) * self.max_ctx
         cu_q, cu_k, used = meta[0, :bucket + 1], meta[1, :bucket + 1], meta[2, :bucket]
         k_layers, v_layers, scale, max_ctx = self.k_layers, self.v_layers, self.scale, self.max_ctx
         state: dict[str, torch.Tensor] = {}
