@@ -63,7 +63,7 @@ class ChatEndpoint(Endpoint):
 
     # -- wording --------------------------------------------------------------------------------
     def _logprobs(self, lps: list[TokenLogprob]) -> ChatLogprobs:
-        piece = self.serving.engine.tokenizer.id_to_piece
+        piece = self.serving.piece
 
         def top(token_id: int, value: float) -> TopLogprob:
             text = piece(token_id)

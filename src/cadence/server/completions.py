@@ -40,7 +40,8 @@ class CompletionEndpoint(Endpoint):
                                   "unsupported_parameter")
             prompt = prompt[0]
         if isinstance(prompt, str):
-            ids = await s.tokenize(s.engine.tokenizer.encode, prompt) if prompt else []
+            text = prompt
+            ids = await s.tokenize(lambda: s.engine.tokenizer.encode(text)) if text else []
         else:
             ids = list(prompt)  # type: ignore[arg-type]
         if not ids:
@@ -54,7 +55,7 @@ class CompletionEndpoint(Endpoint):
 
     # -- wording --------------------------------------------------------------------------------
     def _logprobs(self, lps: list[TokenLogprob], text_start: int) -> CompletionLogprobs:
-        piece = self.serving.engine.tokenizer.id_to_piece
+        piece = self.serving.piece
         out = CompletionLogprobs()
         offset = text_start
         for lp in lps:

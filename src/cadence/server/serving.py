@@ -171,6 +171,11 @@ class Serving:
         except ValueError as exc:
             raise from_value_error(exc, param) from None
 
+    def piece(self, token_id: int) -> str:
+        """A token's text for logprobs (its id in brackets when the model has no tokenizer)."""
+        tok = self.engine.tokenizer
+        return f"[{token_id}]" if tok is None else tok.id_to_piece(token_id)
+
     async def drain(self, timeout: float) -> None:
         """Shutdown: refuse new requests, let in-flight ones finish for `timeout` s, then end the rest
         (streams get a final error event, waiting callers a 503)."""
