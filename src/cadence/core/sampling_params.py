@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 MAX_LOGPROBS = 20
@@ -77,6 +78,13 @@ class SamplingParams:
             raise bad("logprobs", f"must be in [0, {MAX_LOGPROBS}], got {self.logprobs}")
         if not isinstance(self.n, int) or self.n < 1:
             raise bad("n", f"must be an integer >= 1, got {self.n!r}")
+
+    def for_sequence(self, j: int) -> SamplingParams:
+        """The j-th of n samples as one engine request: its own seed (seed + j), so the n differ
+        but stay reproducible."""
+        if self.n == 1:
+            return self
+        return dataclasses.replace(self, n=1, seed=None if self.seed is None else self.seed + j)
 
     @property
     def greedy(self) -> bool:

@@ -72,7 +72,7 @@ class LLM:
             ids = self.engine.encode_prompt(prompt)
             results.append(GenerationResult(rid, prompt if isinstance(prompt, str) else None, ids, []))
             for j in range(params.n):
-                sub = _one_of_n(params, j)
+                sub = params.for_sequence(j)
                 sub_id = f"{rid}-{j}" if params.n > 1 else rid
                 self.engine.add_request(sub_id, ids, sub)
                 results[i].outputs.append(Completion(j, "", [], None))
@@ -88,10 +88,3 @@ class LLM:
                     c.finish_reason, c.stop_reason = out.finish_reason, out.stop_reason
         return results
 
-
-def _one_of_n(params: SamplingParams, j: int) -> SamplingParams:
-    """The j-th of n samples: its own seed, so the n differ but stay reproducible."""
-    if params.n == 1:
-        return params
-    seed = None if params.seed is None else params.seed + j
-    return dataclasses.replace(params, n=1, seed=seed)
