@@ -8,7 +8,6 @@ queue through `loop.call_soon_threadsafe`. An idle loop sleeps on an event inste
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import queue
 import threading
@@ -32,14 +31,6 @@ class EngineDeadError(RuntimeError):
 
 class RequestAborted(Exception):  # noqa: N818 - a signal to the consumer, not an error of it
     """The request was aborted (client gone, or server shutting down)."""
-
-
-def one_of_n(params: SamplingParams, j: int) -> SamplingParams:
-    """The j-th of n samples: its own seed, so the n differ but stay reproducible."""
-    if params.n == 1:
-        return params
-    seed = None if params.seed is None else params.seed + j
-    return dataclasses.replace(params, n=1, seed=seed)
 
 
 class RequestStream:
@@ -207,7 +198,7 @@ class AsyncEngine:
         added: list[str] = []
         try:
             for j, sub_id in enumerate(stream.sub_ids):
-                self.engine.add_request(sub_id, ids, one_of_n(params, j))
+                self.engine.add_request(sub_id, ids, params.for_sequence(j))
                 added.append(sub_id)
                 self._streams[sub_id] = (stream, j)
         except Exception:
