@@ -60,6 +60,10 @@ class FakeVM:
         self._mapped[offset] = page
         self.stats.maps += 1
 
+    def map_many(self, pairs: list[tuple[int, int]]) -> None:
+        for offset, page in pairs:
+            self.map(offset, page)
+
     def unmap(self, offset: int) -> None:
         if offset not in self._mapped:
             raise VMMError("not mapped")

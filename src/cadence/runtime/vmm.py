@@ -121,6 +121,29 @@ class VirtualMemory:
         self.stats.maps += 1
         self._mapped[offset] = page
 
+    def map_many(self, pairs: list[tuple[int, int]]) -> None:
+        """Map (offset, page) pairs, then grant access once per run of adjacent offsets: access
+        changes cost more than maps, and a prefill's new blocks are adjacent."""
+        if not pairs:
+            return
+        drv = _driver()
+        t = time.perf_counter()
+        pairs = sorted(pairs)
+        for offset, page in pairs:
+            if offset in self._mapped:
+                raise VMMError(f"offset {offset:#x} is already mapped")
+            _check(drv.cuMemMap(self.base + offset, PAGE_SIZE, 0, self._handles[page], 0), "cuMemMap")
+            self._mapped[offset] = page
+        start = prev = pairs[0][0]
+        for offset, _ in pairs[1:] + [(-1, -1)]:
+            if offset != prev + PAGE_SIZE:
+                _check(drv.cuMemSetAccess(self.base + start, prev + PAGE_SIZE - start, self._access, 1),
+                       "cuMemSetAccess")
+                start = offset
+            prev = offset
+        self.stats.map_seconds += time.perf_counter() - t
+        self.stats.maps += len(pairs)
+
     def unmap(self, offset: int) -> None:
         drv = _driver()
         if offset not in self._mapped:

@@ -121,6 +121,7 @@ class VAttentionBackend(AttentionBackend):
         for i, page in enumerate(self.scratch_pages):
             self.vm.map(self.scratch_slot * self.slot_bytes + i * PAGE_SIZE, page)
         self.premapped: dict[tuple[int, int], list[int]] = {}  # (slot, block position) -> spare pages
+        self._pending: list[tuple[int, int]] = []  # maps gathered over a pass, issued by _flush_maps
         self.free_slots = list(range(num_slots, 0, -1))
         self.slot_of: dict[str, int] = {}
         self.checked: dict[str, int] = {}  # blocks known to be mapped right, per request
@@ -154,7 +155,7 @@ class VAttentionBackend(AttentionBackend):
                 continue
             if cur is not None:
                 self.vm.unmap(off)
-            self.vm.map(off, page)
+            self._pending.append((off, page))
 
     def _ensure_mapped(self, rid: str, slot: int, blocks: list, start: int) -> None:
         bs = self.block_size
@@ -175,7 +176,16 @@ class VAttentionBackend(AttentionBackend):
             self._place(slot, j, want)
         self.checked[rid] = len(blocks)
 
+    def _flush_maps(self) -> None:
+        if self._pending:
+            self.vm.map_many(self._pending)
+            self._pending = []
+
     def after_launch(self, batch: StepBatch) -> None:
+        self._map_ahead(batch)
+        self._flush_maps()
+
+    def _map_ahead(self, batch: StepBatch) -> None:
         """Map spare pages where each request's next tokens will go: the block its next decode
         opens, or the blocks of its prefill's next chunk (up to 32 blocks ahead)."""
         bs, kv = self.block_size, batch.kv
@@ -204,7 +214,7 @@ class VAttentionBackend(AttentionBackend):
                         continue
                     if cur is not None:
                         self.vm.unmap(off)
-                    self.vm.map(off, page)
+                    self._pending.append((off, page))
                 self.premapped[(slot, pos)] = pages
 
     def free_requests(self, request_ids: Iterable[str]) -> None:
@@ -245,6 +255,7 @@ class VAttentionBackend(AttentionBackend):
             if self.checked.get(rid, 0) < len(blocks):
                 self._ensure_mapped(rid, slot, blocks, ctx - q)
             slots.append(slot)
+        self._flush_maps()
         return slots
 
     def bind(self, batch: StepBatch) -> StepAttention:
