@@ -125,3 +125,28 @@ def test_health_and_metrics(server) -> None:
                  "cadence_e2e_request_latency_seconds_count"):
         assert name in m
     assert m["cadence_generation_tokens_total"] > 0
+
+
+def test_usage_reports_scheduling_delay_and_bench_reads_it(server) -> None:
+    """The Cadence extension `usage.scheduling_delay_s` (receipt to first scheduled step) lies
+    between 0 and the TTFT, and `cadence bench` turns it into a measured scheduling delay."""
+    import json
+
+    from cadence.bench.client import EndpointConfig, Prompt
+    from cadence.bench.runner import run_workload
+    from cadence.core.metrics import scheduling_delay, ttft
+    from cadence.core.workload import RequestSpec
+
+    body = {"prompt": "Hello there", "max_tokens": 3, "stream": True, "stream_options": {"include_usage": True}}
+    with httpx.stream("POST", server.v1 + "/completions", json=body, timeout=60) as r:
+        chunks = [json.loads(x[6:]) for x in r.iter_lines() if x.startswith("data: {")]
+    delay = chunks[-1]["usage"]["scheduling_delay_s"]
+    assert 0 <= delay < 5
+
+    cfg = EndpointConfig(base_url=server.url, model=MODEL)
+    specs = [RequestSpec(request_id=i, prompt_tokens=4, output_tokens=4, arrival_time=0.02 * i) for i in range(4)]
+    prompts = [Prompt(text="Tell me a story", tokens=4) for _ in specs]
+    result = run_workload(cfg, specs, prompts)
+    for rec in result.records:
+        assert rec.ok, rec.error_detail
+        assert 0 <= scheduling_delay(rec) <= ttft(rec)

@@ -159,6 +159,8 @@ class BenchClient:
             output_tokens=state.output_tokens,
             token_times=tuple(state.token_times),
             target_output_tokens=max_tokens,
+            # the server's own receipt-to-scheduled time, placed on our clock from the send time
+            first_scheduled_time=None if state.scheduling_delay is None else send_time + state.scheduling_delay,
             send_time=send_time,
             finish_time=finish,
             error=error,

@@ -33,6 +33,7 @@ class StreamState:
     usage_prompt_tokens: int | None = None
     usage_completion_tokens: int | None = None
     continuous_usage: bool = False  # the server reported a running token count on content chunks
+    scheduling_delay: float | None = None  # receipt to first scheduled step, where the server tells (Cadence does)
     model: str | None = None
     count_source: str = "chunks"
     _buffer: bytes = b""
@@ -95,6 +96,8 @@ class StreamState:
         reported = usage.get("completion_tokens") if isinstance(usage, dict) else None
         if isinstance(usage, dict) and usage.get("prompt_tokens") is not None:
             self.usage_prompt_tokens = int(usage["prompt_tokens"])
+        if isinstance(usage, dict) and isinstance(usage.get("scheduling_delay_s"), (int, float)):
+            self.scheduling_delay = float(usage["scheduling_delay_s"])
         if choices and reported is not None:
             # A running count on a content chunk: the exact number of tokens this chunk carries.
             self.continuous_usage = True

@@ -105,6 +105,9 @@ class Usage(BaseModel):
     completion_tokens: int
     total_tokens: int
     prompt_tokens_details: PromptTokensDetails | None = None
+    # Cadence extension: receipt of the request to its first scheduled step, so a meter outside the
+    # server can tell queueing from prefill (Metron's scheduling delay).
+    scheduling_delay_s: float | None = None
 
 
 class CompletionLogprobs(BaseModel):

@@ -58,6 +58,7 @@ class Run:
     timer: RequestTimer
     choices: list[Choice]
     num_cached_tokens: int = 0
+    first_scheduled: float | None = None  # engine clock (time.monotonic, as the timer's)
     status: int = 200  # for the access log and the request counter
     closed: bool = False
 
@@ -69,14 +70,19 @@ class Run:
         if out.finished:
             c.finish_reason = out.finish_reason
         self.num_cached_tokens = out.num_cached_tokens
+        if out.first_scheduled_time is not None and (self.first_scheduled is None
+                                                     or out.first_scheduled_time < self.first_scheduled):
+            self.first_scheduled = out.first_scheduled_time
         self.timer.token(index, len(out.new_token_ids))
         return c
 
     def usage(self) -> Usage:
         completion = sum(c.num_tokens for c in self.choices)
         prompt = len(self.prompt_ids)
+        delay = None if self.first_scheduled is None else round(max(0.0, self.first_scheduled - self.timer.start), 6)
         return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
-                     prompt_tokens_details=PromptTokensDetails(cached_tokens=self.num_cached_tokens))
+                     prompt_tokens_details=PromptTokensDetails(cached_tokens=self.num_cached_tokens),
+                     scheduling_delay_s=delay)
 
 
 class Endpoint(abc.ABC):
