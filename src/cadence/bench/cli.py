@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
 # ---- one run -------------------------------------------------------------------------------------
 
 
-class _Prepared:
+class PreparedRun:
     """Everything built before the clock starts: the workload, the prompts, the endpoint."""
 
     def __init__(self, args: argparse.Namespace) -> None:
@@ -123,7 +123,7 @@ def _run(args: argparse.Namespace) -> int:
     from cadence.bench.results import write_results
     from cadence.bench.table import render
 
-    prep = _Prepared(args)
+    prep = PreparedRun(args)
     result, interrupted = prep.execute(prep.specs, "bench")
     summary = m.summarize(result.records, prep.summary_options)
     out = Path(args.result_dir) if args.result_dir else _default_dir("bench")
@@ -134,7 +134,7 @@ def _run(args: argparse.Namespace) -> int:
     return 130 if interrupted else 0
 
 
-def _workload_doc(prep: _Prepared) -> dict:
+def _workload_doc(prep: PreparedRun) -> dict:
     args = prep.args
     doc = wl.describe(prep.specs)
     doc.update(
@@ -158,7 +158,7 @@ def _capacity(args: argparse.Namespace) -> int:
     from cadence.bench.plots import draw_capacity
     from cadence.bench.results import write_results
 
-    prep = _Prepared(args)
+    prep = PreparedRun(args)
     arr = options.arrivals(args)
     if arr.kind in ("closed", "trace"):
         raise ValueError("capacity search varies the arrival rate: use poisson, gamma or constant arrivals")

@@ -56,7 +56,8 @@ class LLMEngine:
         if dtype_name == "auto":
             dtype_name = "bfloat16" if self.device.type == "cuda" else "float32"
         self.dtype = resolve_dtype(dtype_name, mc)
-        tok_path = load.tokenizer or self.model_path
+        # A folder without tokenizer files (dummy-weight benchmarks) serves token-id prompts only.
+        tok_path = load.tokenizer or (self.model_path if _has_tokenizer(self.model_path) else None)
         self.tokenizer = Tokenizer(tok_path) if tok_path is not None else None
         self.eos_token_ids = frozenset(mc.eos_token_ids) | (self.tokenizer.eos_token_ids if self.tokenizer else frozenset())
         self.model_name = load.served_model_name or (load.model or "SmolLM2-135M-Instruct")
@@ -216,6 +217,10 @@ class LLMEngine:
 
     def shutdown(self) -> None:
         self.runner.shutdown()
+
+
+def _has_tokenizer(path: Path | None) -> bool:
+    return path is not None and any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
 
 
 def _resolve_device(device: str) -> torch.device:

@@ -1,0 +1,157 @@
+"""Serving capacity under TBT SLOs, Cadence's schedulers side by side (issue: stall-free scheduling
+pays off). On the GPU machine: starts `cadence serve` with the llama3-8b shape (dummy weights) once
+per policy and drives it over loopback with `cadence bench`'s own runner and capacity search.
+
+    PYTHONPATH=src python benchmarks/capacity_study.py --out $OUT/capacity [--budget-s 1200]
+
+Design of the sweep (to fit about 20 GPU minutes): every evaluated rate keeps its whole summary, and
+each SLO's bisection re-reads those points, so the strict search (P99 TBT <= 50 ms) costs only the
+points the relaxed one (<= 250 ms) did not already run. Each point is a fixed number of requests of
+the same seeded trace with arrival gaps scaled by 1/rate, so neighbouring points differ only in load.
+Both SLOs also require a median scheduling delay <= 2 s, read from the server's own report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import write_result  # noqa: E402
+
+POLICIES = {"sarathi-512": ("sarathi", 512), "sarathi-2048": ("sarathi", 2048), "vllm": ("vllm", 16384),
+            "orca": ("orca", 16384)}
+SLOS = {"relaxed": 0.250, "strict": 0.050}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(policy: str, budget: int, model: str, log: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "cadence.cli", "serve", "--model", model, "--load-format", "dummy",
+           "--policy", policy, "--max-num-batched-tokens", str(budget), "--port", str(port),
+           "--max-queue", "100000", "--log-level", "warning", "--max-model-len", "16384"]
+    proc = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=os.environ.copy())  # noqa: SIM115
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(1)
+    raise TimeoutError("server did not start")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def bench_args(url: str, workload: str, num_prompts: int, seed: int) -> argparse.Namespace:
+    from cadence.bench.cli import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(["--url", url, "--workload", workload, "--num-prompts", str(num_prompts),
+                              "--seed", str(seed), "--prompt-format", "ids", "--no-progress", "--no-plots",
+                              "--warmup-requests", "8", "--request-rate", "1"])
+
+
+def study_one(url: str, workload: str, args: argparse.Namespace, out: Path, deadline: float) -> dict:
+    from cadence.bench import options
+    from cadence.bench.capacity import CapacityConfig, point_summary, search_capacity
+    from cadence.bench.cli import PreparedRun
+    from cadence.bench.results import write_results
+    from cadence.core import metrics as m
+    from cadence.core import workload as wl
+
+    n = args.requests_w3 if workload == "W3" else args.requests_w2
+    bargs = bench_args(url, workload, n, args.seed)
+    prep = PreparedRun(bargs)
+    arr = options.arrivals(bargs)
+    summaries: dict[float, dict] = {}
+
+    def evaluate(rate: float) -> dict:
+        if time.monotonic() > deadline:
+            raise TimeoutError("study time budget spent")
+        specs = wl.assign_arrivals(prep.specs, arr.with_rate(rate), args.seed)
+        result, _ = prep.execute(specs, f"{workload} {rate:.3g}/s")
+        summary = m.summarize(result.records, prep.summary_options)
+        write_results(out / workload / f"rate_{rate:.4g}", result.records, summary, config=prep.config(),
+                      workload={"name": workload, "rate": rate, "n": n}, notes=result.notes,
+                      deadlines=prep.summary_options.deadlines, plots=False)
+        summaries[rate] = summary
+        print(f"  {workload} rate {rate:.3g}: P99 TBT {summary['tbt'].get('p99', 0) * 1e3:.0f} ms, "
+              f"median sched {summary['scheduling_delay'].get('p50', float('nan')):.2f} s", flush=True)
+        return summary
+
+    found = {}
+    for name, tbt in SLOS.items():  # relaxed first: its points seed the strict search
+        slo = m.ServiceSLO(p99_tbt=tbt, median_scheduling_delay=2.0)
+        cache = {r: point_summary(r, s, slo) for r, s in summaries.items()}
+        cfg = CapacityConfig(slo, start_rate=args.start_rate, precision=args.precision, max_points=8)
+        try:
+            found[name] = search_capacity(evaluate, cfg, cache)
+        except TimeoutError:
+            found[name] = {"capacity": None, "bound": "time_budget", "points": sorted(cache.values(), key=lambda p: p["rate"])}
+    return found
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "/tmp")) / "capacity")
+    ap.add_argument("--model", default="llama3-8b")
+    ap.add_argument("--policies", default=",".join(POLICIES))
+    ap.add_argument("--workloads", default="W3,W2")
+    ap.add_argument("--requests-w3", type=int, default=60)
+    ap.add_argument("--requests-w2", type=int, default=150)
+    ap.add_argument("--start-rate", type=float, default=1.0)
+    ap.add_argument("--precision", type=float, default=0.15)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--budget-s", type=float, default=1200.0, help="wall-clock budget of the whole study")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    policies = args.policies.split(",")
+    per_policy = args.budget_s / len(policies)
+    results = {}
+    for key in policies:
+        policy, budget = POLICIES[key]
+        print(f"== {key}", flush=True)
+        proc, url = start_server(policy, budget, args.model, args.out / f"server-{key}.log")
+        deadline = time.monotonic() + per_policy
+        try:
+            results[key] = {w: study_one(url, w, args, args.out / key, deadline) for w in args.workloads.split(",")}
+        finally:
+            stop_server(proc)
+    table = {k: {w: {s: r[s]["capacity"] for s in SLOS} for w, r in v.items()} for k, v in results.items()}
+    print(json.dumps(table, indent=1))
+    write_result("capacity_study", {"benchmark": "capacity_study", "model": args.model,
+                                    "workload": {"names": args.workloads, "arrivals": "poisson", "seed": args.seed,
+                                                 "requests_per_point": {"W3": args.requests_w3, "W2": args.requests_w2}},
+                                    "slo": {"p99_tbt_s": SLOS, "median_scheduling_delay_s": 2.0},
+                                    "precision": args.precision, "capacity_req_s": table, "searches": results},
+                 args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
