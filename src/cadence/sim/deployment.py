@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cadence.core.config import SchedulerConfig
@@ -32,7 +32,6 @@ class Deployment:
     gpu_memory_utilization: float = 0.9
     profile: str | None = None  # CSV from `cadence profile`; None = analytic roofline for the GPU
     exact_steps: bool = False
-    extra: dict = field(default_factory=dict)
 
     @property
     def num_gpus(self) -> int:
@@ -43,7 +42,7 @@ class Deployment:
                 f"batch={self.max_num_seqs}")
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k != "extra"}
+        return asdict(self)
 
 
 _PROFILE_CACHE: dict[tuple, Profile] = {}

@@ -9,7 +9,7 @@ import math
 import multiprocessing as mp
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -51,6 +51,10 @@ class SearchConfig:
     precision: float = 0.1
     max_points: int = 12
     processes: int = 2
+    # Simulate one replica per shape and scale its capacity by the replica count (a balancing router
+    # over independent replicas), then verify the `verify_top` best multi-replica rows in full.
+    scale_replicas: bool = False
+    verify_top: int = 2
 
 
 def load_prices(path: str | Path = PRICES_FILE) -> dict[str, float]:
@@ -131,6 +135,45 @@ def _worker(args: tuple[Deployment, SearchConfig]) -> dict:
     return evaluate_config(*args)
 
 
+def _evaluate_all(configs: list[Deployment], cfg: SearchConfig, on_result: Callable[[dict], None] | None) -> list[dict]:
+    jobs = [(d, cfg) for d in configs]
+    rows: list[dict] = []
+    if cfg.processes > 1 and len(jobs) > 1:
+        with mp.get_context("fork").Pool(min(cfg.processes, len(jobs))) as pool:
+            for row in pool.imap_unordered(_worker, jobs):
+                rows.append(row)
+                if on_result:
+                    on_result(row)
+    else:
+        for job in jobs:
+            rows.append(_worker(job))
+            if on_result:
+                on_result(rows[-1])
+    return rows
+
+
+def _shape_key(d: dict) -> tuple:
+    return tuple(v for k, v in sorted(d.items()) if k not in ("replicas", "router"))
+
+
+def _scaled(base: dict, d: Deployment) -> dict:
+    row = dict(base, deployment=d.to_dict(), label=d.label(), gpus=d.num_gpus, simulated="one replica, scaled")
+    if d.replicas > 1:
+        for k in ("capacity_rps", "output_tokens_per_s"):
+            row[k] = base[k] * d.replicas if base.get(k) else base.get(k)
+    else:
+        row["simulated"] = "full"
+    return row
+
+
+def _price(rows: list[dict], price: float) -> None:
+    for r in rows:
+        r["cost_per_hour"] = r.get("gpus", 0) * price
+        cap = r.get("capacity_rps")
+        r["requests_per_dollar"] = cap * 3600 / r["cost_per_hour"] if cap and r["cost_per_hour"] else None
+        r.setdefault("simulated", "full")
+
+
 def pareto_front(rows: list[dict]) -> list[dict]:
     """Rows no other row beats on both capacity (higher) and cost (lower)."""
     good = [r for r in rows if r.get("capacity_rps")]
@@ -151,24 +194,22 @@ def run_search(space: SearchSpace, cfg: SearchConfig, prices: dict[str, float],
         raise SimInputError(f"no configuration of {space.model} fits on up to {space.max_gpus} {space.gpu}: "
                             + "; ".join(s["reason"] for s in skipped[:3]))
     t0 = time.perf_counter()
-    jobs = [(d, cfg) for d in configs]
-    rows = []
-    if cfg.processes > 1:
-        with mp.get_context("fork").Pool(cfg.processes) as pool:
-            for row in pool.imap_unordered(_worker, jobs):
-                rows.append(row)
-                if on_result:
-                    on_result(row)
-    else:
-        for job in jobs:
-            rows.append(_worker(job))
-            if on_result:
-                on_result(rows[-1])
     price = prices[space.gpu]
-    for r in rows:
-        r["cost_per_hour"] = r.get("gpus", 0) * price
-        cap = r.get("capacity_rps")
-        r["requests_per_dollar"] = cap * 3600 / r["cost_per_hour"] if cap and r["cost_per_hour"] else None
+    if cfg.scale_replicas:
+        singles = list({replace(d, replicas=1, router="round_robin"): None for d in configs})
+        base = {_shape_key(r["deployment"]): r for r in _evaluate_all(singles, cfg, on_result)}
+        rows = [_scaled(base[_shape_key(d.to_dict())], d) for d in configs]
+        _price(rows, price)
+        multi = sorted((r for r in rows if r["deployment"]["replicas"] > 1 and r.get("capacity_rps")),
+                       key=lambda r: -r["requests_per_dollar"])[: cfg.verify_top]
+        todo = [d for d in configs if any(d.to_dict() == r["deployment"] for r in multi)]
+        for full in _evaluate_all(todo, cfg, on_result):
+            i = next(i for i, r in enumerate(rows) if r["deployment"] == full["deployment"])
+            full["scaled_estimate_rps"] = rows[i]["capacity_rps"]
+            rows[i] = full
+    else:
+        rows = _evaluate_all(configs, cfg, on_result)
+    _price(rows, price)
     ranked = sorted(rows, key=lambda r: -(r["requests_per_dollar"] or 0))
     return {
         "model": space.model, "gpu": space.gpu, "max_gpus": space.max_gpus, "price_per_gpu_hour": price,

@@ -34,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-sched-delay", type=float, default=2.0, help="SLO: median scheduling delay (s)")
     parser.add_argument("--precision", type=float, default=0.1, help="relative width of each capacity bracket")
     parser.add_argument("--processes", type=int, default=2, help="configurations evaluated in parallel")
+    parser.add_argument("--scale-replicas", action="store_true",
+                        help="simulate one replica per shape, scale by the replica count, verify the best in full")
     parser.add_argument("--prices", default=None, help="price table YAML (default: cadence/configs/prices.yaml)")
     parser.add_argument("--out", default="results/search", help="directory for search.json and pareto.png")
 
@@ -50,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         space = SearchSpace(args.model, args.gpu, args.max_gpus, args.tp, args.pp, args.replicas,
                             tuple(args.policies.split(",")), args.budgets, args.max_batch, profiles)
         cfg = SearchConfig(ServiceSLO(p99_tbt=args.p99_tbt, median_scheduling_delay=args.max_sched_delay),
-                           args.workload, args.num_requests, min_duration_s=args.min_duration, precision=args.precision, processes=args.processes)
+                           args.workload, args.num_requests, min_duration_s=args.min_duration, precision=args.precision, processes=args.processes,
+                           scale_replicas=args.scale_replicas)
         prices = load_prices(args.prices or PRICES_FILE)
 
         def show(row: dict) -> None:
