@@ -104,8 +104,11 @@ def _mape(pred: Sequence[float], true: Sequence[float]) -> float:
 
 def heldout_errors(profile: Profile, test_share: float = 0.2, seed: int = 0) -> dict[str, dict]:
     """Per operator: mean absolute percentage error on held-out points of this module's fit and of
-    a random forest (scikit-learn) over the raw coordinates, trained on the same split."""
-    from sklearn.ensemble import RandomForestRegressor
+    a random forest (scikit-learn, when installed) over the raw coordinates, trained on the same split."""
+    try:
+        from sklearn.ensemble import RandomForestRegressor
+    except ImportError:  # the GPU machine may lack it; the fits need only numpy and scipy
+        RandomForestRegressor = None  # noqa: N806
 
     out = {}
     for op, pts in sorted(profile.by_op().items()):
@@ -126,14 +129,11 @@ def heldout_errors(profile: Profile, test_share: float = 0.2, seed: int = 0) -> 
             if not test:
                 continue
         f = fit_op(op, train)
-        coords = lambda p: [p.tokens, p.batch, p.context]  # noqa: E731
-        rf = RandomForestRegressor(n_estimators=100, random_state=seed)
-        rf.fit([coords(p) for p in train], [p.time_s for p in train])
         truth = [p.time_s for p in test]
-        out[op] = {
-            "points": len(pts),
-            "test_points": len(test),
-            "fit_mape": _mape([f(p) for p in test], truth),
-            "random_forest_mape": _mape(rf.predict([coords(p) for p in test]).tolist(), truth),
-        }
+        out[op] = {"points": len(pts), "test_points": len(test), "fit_mape": _mape([f(p) for p in test], truth)}
+        if RandomForestRegressor is not None:
+            coords = lambda p: [p.tokens, p.batch, p.context]  # noqa: E731
+            rf = RandomForestRegressor(n_estimators=100, random_state=seed)
+            rf.fit([coords(p) for p in train], [p.time_s for p in train])
+            out[op]["random_forest_mape"] = _mape(rf.predict([coords(p) for p in test]).tolist(), truth)
     return out
