@@ -32,8 +32,8 @@ class DecodeGraphs:
         self.attention = attention
         self.buckets = bucket_sizes(max_batch)
         self.max_batch = max_batch
-        self.input_ids = torch.zeros(max_batch, dtype=torch.long, device=device)
-        self.positions = torch.zeros(max_batch, dtype=torch.long, device=device)
+        self.inputs = torch.zeros(2, max_batch, dtype=torch.long, device=device)  # token ids; positions
+        self.input_ids, self.positions = self.inputs[0], self.inputs[1]
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.logits: dict[int, torch.Tensor] = {}
         self.num_replays = 0
@@ -73,11 +73,15 @@ class DecodeGraphs:
         n = batch.num_tokens
         b = self.bucket(n)
         assert b is not None
-        self.input_ids[:n].copy_(batch.input_ids)
-        self.positions[:n].copy_(batch.positions)
+        ids, pos = batch.input_ids, batch.positions
+        same = ids.untyped_storage().data_ptr() == pos.untyped_storage().data_ptr()
+        if same and ids.storage_offset() == 0 and pos.storage_offset() == n:
+            self.inputs[:, :n].copy_(batch.input_ids.as_strided((2, n), (n, 1)))  # both rows, one copy
+        else:
+            self.input_ids[:n].copy_(batch.input_ids)
+            self.positions[:n].copy_(batch.positions)
         if b > n:
-            self.input_ids[n:b].zero_()
-            self.positions[n:b].zero_()
+            self.inputs[:, n:b].zero_()
         self.attention.prepare_decode(batch, b)
         self.graphs[b].replay()
         self.num_replays += 1

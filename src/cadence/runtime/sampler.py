@@ -41,9 +41,12 @@ class Sampler:
 
     @torch.no_grad()
     def __call__(self, logits: torch.Tensor, reqs: list[Request]) -> SampleResult:
+        params = [r.sampling_params for r in reqs]
+        if all(p.greedy and p.logprobs is None and not p.needs_penalties for p in params) and not any(
+                self._blocked_ids(r) for r in reqs):  # plain greedy: one argmax, one copy to the host
+            return SampleResult(logits.argmax(dim=-1).tolist(), [None] * len(reqs))
         logits = logits.float()
         raw = logits
-        params = [r.sampling_params for r in reqs]
         if any(p.needs_penalties for p in params):
             logits = logits.clone()
             self._apply_penalties(logits, reqs)

@@ -281,12 +281,11 @@ class VAttentionBackend(AttentionBackend):
 
     def prepare_decode(self, batch: StepBatch, bucket: int) -> None:
         slots = self._slots_of(batch)
-        n = len(slots)
-        host = torch.empty(2, bucket, dtype=torch.int32)
-        host[0, :n] = torch.tensor(slots, dtype=torch.int32) * self.max_ctx
-        host[1, :n] = torch.tensor(batch.context_lens, dtype=torch.int32)
-        host[0, n:] = self.scratch_slot * self.max_ctx  # padded rows: one token in the scratch slot
-        host[1, n:] = 1
+        pad = bucket - len(slots)
+        m = self.max_ctx
+        # padded rows: one token in the scratch slot
+        host = torch.tensor([[s * m for s in slots] + [self.scratch_slot * m] * pad, batch.context_lens + [1] * pad],
+                            dtype=torch.int32)
         self.graph_meta[1:, :bucket].copy_(host, non_blocking=True)
 
     def graph_attention(self, bucket: int, positions: torch.Tensor) -> StepAttention:
