@@ -27,7 +27,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--processes", type=int, default=2)
     ap.add_argument("--num-requests", type=int, default=300)
-    ap.add_argument("--min-duration", type=float, default=40.0)
+    ap.add_argument("--min-duration", type=float, default=120.0)
     args = ap.parse_args()
     space = SearchSpace("llama3-70b", "H100", 16, tp=(2, 4, 8), pp=(1, 2), replicas=(1, 2, 4),
                         policies=("sarathi", "vllm"), budgets=(512, 2048), max_batch=(128, 256))

@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from cadence.bench.capacity import CapacityConfig, search_capacity
+from cadence.core import metrics as m
 from cadence.core import workload as wl
 from cadence.core.metrics import ServiceSLO
 from cadence.sim.deployment import Deployment
@@ -45,7 +46,7 @@ class SearchConfig:
     slo: ServiceSLO
     workload: str = "W2"
     num_requests: int = 400  # per replica, at least
-    min_duration_s: float = 60.0  # and enough for this much simulated arrival time: an overloaded
+    min_duration_s: float = 120.0  # and enough for this much simulated arrival time: an overloaded
     # queue must have time to show (short runs end before the backlog builds and pass any rate)
     seed: int = 0
     precision: float = 0.1
@@ -55,6 +56,9 @@ class SearchConfig:
     # over independent replicas), then verify the `verify_top` best multi-replica rows in full.
     scale_replicas: bool = False
     verify_top: int = 2
+    # Judge each point on the later arrivals only: an overload's backlog grows through the run, so
+    # the early requests (an empty system) would hide it and inflate the capacity of short runs.
+    judged_share: float = 0.5
 
 
 def load_prices(path: str | Path = PRICES_FILE) -> dict[str, float]:
@@ -115,7 +119,11 @@ def evaluate_config(d: Deployment, cfg: SearchConfig) -> dict:
     def evaluate(rate: float) -> dict:
         # Lengths and unit arrival gaps are drawn in order, so every point shares its first requests.
         n = max(cfg.num_requests * d.replicas, math.ceil(rate * cfg.min_duration_s))
-        return simulate(d, wl.named(cfg.workload, n, rate, cfg.seed), late_limit=late).summary
+        out = simulate(d, wl.named(cfg.workload, n, rate, cfg.seed), late_limit=late)
+        if out.result.stopped or cfg.judged_share >= 1.0:
+            return out.summary
+        recs = out.result.records  # in arrival order
+        return m.summarize(recs[int(len(recs) * (1 - cfg.judged_share)):], m.SummaryOptions(fluent_rate=False))
 
     try:
         res = search_capacity(evaluate, CapacityConfig(cfg.slo, _start_rate(d, cfg), factor=1.5,

@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="TP=CSV pairs, comma-separated (e.g. 4=p4.csv,8=p8.csv); others use the roofline")
     parser.add_argument("--workload", default="W2", help="W2 or W3")
     parser.add_argument("--num-requests", type=int, default=400, help="requests per simulated point, per replica")
-    parser.add_argument("--min-duration", type=float, default=60.0,
+    parser.add_argument("--min-duration", type=float, default=120.0,
                         help="simulated seconds of arrivals per point, at least (requests grow with the rate)")
     parser.add_argument("--p99-tbt", type=float, default=0.25, help="SLO: P99 time between tokens (s)")
     parser.add_argument("--max-sched-delay", type=float, default=2.0, help="SLO: median scheduling delay (s)")
