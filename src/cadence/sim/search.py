@@ -241,7 +241,7 @@ def plot_front(result: dict, path: str | Path) -> Path:
     ax.plot([r["cost_per_hour"] for r in front], [r["capacity_rps"] for r in front], "r.-", label="Pareto front")
     for r in front:
         ax.annotate(r["label"], (r["cost_per_hour"], r["capacity_rps"]), fontsize=6)
-    ax.set_xlabel(f"cost ($/h, {result['gpu']} at ${result['price_per_gpu_hour']}/GPU-h)")
+    ax.set_xlabel(f"cost (USD/h, {result['gpu']} at {result['price_per_gpu_hour']} USD/GPU-h)")
     ax.set_ylabel("capacity (req/s under SLO)")
     ax.set_title(f"cadence search: {result['model']} on up to {result['max_gpus']} {result['gpu']}")
     ax.legend()
