@@ -18,7 +18,10 @@ class RequestStatus(enum.Enum):
 
     @property
     def finished(self) -> bool:
-        return self in (RequestStatus.FINISHED_STOPPED, RequestStatus.FINISHED_LENGTH, RequestStatus.FINISHED_ABORTED)
+        return self in _FINISHED
+
+
+_FINISHED = frozenset({RequestStatus.FINISHED_STOPPED, RequestStatus.FINISHED_LENGTH, RequestStatus.FINISHED_ABORTED})
 
 
 @dataclass(eq=False)
@@ -44,6 +47,11 @@ class Request:
     stop_reason: int | str | None = None
     # Chained block hashes of the full blocks of this request's tokens (prefix caching).
     block_hashes: list[int] = field(default_factory=list)
+    # len(prompt) + len(output), kept as a field: the scheduler reads it for every request every step.
+    num_tokens: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.num_tokens = len(self.prompt_token_ids) + len(self.output_token_ids)
 
     @property
     def num_prompt_tokens(self) -> int:
@@ -52,10 +60,6 @@ class Request:
     @property
     def num_output_tokens(self) -> int:
         return len(self.output_token_ids)
-
-    @property
-    def num_tokens(self) -> int:
-        return len(self.prompt_token_ids) + len(self.output_token_ids)
 
     @property
     def max_total_tokens(self) -> int:
@@ -87,9 +91,18 @@ class Request:
 
     def append_token(self, token_id: int, now: float) -> None:
         self.output_token_ids.append(token_id)
+        self.num_tokens += 1
         if self.first_token_time is None:
             self.first_token_time = now
         self.token_times.append(now)
+
+    def append_tokens(self, token_ids: list[int], times: list[float]) -> None:
+        """Several tokens at once (the simulator's decode windows)."""
+        self.output_token_ids.extend(token_ids)
+        self.num_tokens += len(token_ids)
+        if self.first_token_time is None and times:
+            self.first_token_time = times[0]
+        self.token_times.extend(times)
 
     def check_stop(self) -> RequestStatus | None:
         """Token-level stop rules (stop strings are checked by the detokenizer, which knows text)."""

@@ -238,8 +238,7 @@ class Simulator:
         caching, bs, held = kv.enable_prefix_caching, kv.block_size, kv.req_blocks
         finished: dict = {}
         for r in running:
-            r.output_token_ids.extend(toks)
-            r.token_times.extend(times)
+            r.append_tokens(toks, times)
             # allocate_slots changes nothing when no block is missing and no prefix cache is kept
             if (caching or -(-(r.num_computed_tokens + k) // bs) > len(held[r.request_id])) and \
                     not kv.allocate_slots(r, k):

@@ -58,8 +58,14 @@ class KVCacheManager:
     def allocate_slots(self, req: Request, num_new_tokens: int, new_computed: list[Block] | None = None) -> bool:
         """Reserve room for `num_new_tokens` more tokens after the computed ones (counting any
         cached blocks just found). False, with nothing changed, if the pool cannot hold them."""
-        new_computed = new_computed or []
         held = self.req_blocks.get(req.request_id)
+        if held is not None and not new_computed:  # the common case: a running request's next tokens
+            total = req.num_computed_tokens + num_new_tokens
+            if total <= len(held) * self.block_size:  # no block missing
+                if self.enable_prefix_caching and total // self.block_size > self._num_registered.get(req.request_id, 0):
+                    self._register_full_blocks(req, held, total)
+                return True
+        new_computed = new_computed or []
         num_held = len(held) if held else 0
         total = req.num_computed_tokens + len(new_computed) * self.block_size + num_new_tokens
         need = self.blocks_for(total) - num_held - len(new_computed)

@@ -97,12 +97,13 @@ class Scheduler(abc.ABC):
         """Advance every scheduled request; append the tokens sampled for those that caught up.
         Returns the requests that finished in this step."""
         finished = []
+        aborted = RequestStatus.FINISHED_ABORTED
         for s in out.scheduled:
             req = s.request
-            if req.is_finished:  # ended (aborted) while the step ran
+            if req.status is aborted:  # ended while the step ran (the only way out mid-step)
                 continue
-            req.num_computed_tokens = s.num_computed_tokens + s.num_new_tokens
-            if not s.samples:
+            computed = req.num_computed_tokens = s.num_computed_tokens + s.num_new_tokens
+            if computed != req.num_tokens:  # a prefill chunk: nothing to sample yet
                 continue
             token = sampled.get(req.request_id)
             if token is None:

@@ -15,8 +15,9 @@ class SarathiScheduler(Scheduler):
 
     def _schedule(self, out: SchedulerOutput) -> None:
         budget = self.config.max_num_batched_tokens
-        decodes = [r for r in self.running if not r.is_prefill]
-        prefills = [r for r in self.running if r.is_prefill]
+        decodes, prefills = [], []
+        for r in self.running:  # one pass: this runs for every request at every step
+            (prefills if r.num_computed_tokens < r.num_tokens - 1 else decodes).append(r)
         for req in decodes:
             if budget <= 0:
                 break
