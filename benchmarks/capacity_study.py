@@ -28,8 +28,10 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
-POLICIES = {"sarathi-512": ("sarathi", 512), "sarathi-2048": ("sarathi", 2048), "vllm": ("vllm", 16384),
-            "orca": ("orca", 16384)}
+# vllm and orca prefill a whole prompt in one step: their budget must hold W3's longest prompt (16,000)
+POLICIES = {"sarathi-512": ("sarathi", 512), "sarathi-2048": ("sarathi", 2048), "vllm": ("vllm", 17408),
+            "orca": ("orca", 17408)}
+MAX_MODEL_LEN = 17408  # W3: prompt <= 16,000 plus output <= 1,024
 SLOS = {"relaxed": 0.250, "strict": 0.050}
 
 
@@ -39,11 +41,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(policy: str, budget: int, model: str, log: Path) -> tuple[subprocess.Popen, str]:
+def start_server(policy: str, budget: int, model: str, log: Path, max_model_len: int = MAX_MODEL_LEN
+                 ) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    cmd = [sys.executable, "-m", "cadence.cli", "serve", "--model", model, "--load-format", "dummy",
+    model_args = [] if model == "builtin" else ["--model", model]  # builtin: CPU smoke test only
+    cmd = [sys.executable, "-m", "cadence.cli", "serve", *model_args, "--load-format", "dummy",
            "--policy", policy, "--max-num-batched-tokens", str(budget), "--port", str(port),
-           "--max-queue", "100000", "--log-level", "warning", "--max-model-len", "16384"]
+           "--max-queue", "100000", "--log-level", "warning", "--no-access-log", "--max-model-len", str(max_model_len)]
     proc = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=os.environ.copy())  # noqa: SIM115
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 600
@@ -55,6 +59,7 @@ def start_server(policy: str, budget: int, model: str, log: Path) -> tuple[subpr
                 return proc, url
         except httpx.HTTPError:
             time.sleep(1)
+    proc.kill()
     raise TimeoutError("server did not start")
 
 
@@ -93,6 +98,7 @@ def study_one(url: str, workload: str, args: argparse.Namespace, out: Path, dead
     def evaluate(rate: float) -> dict:
         if time.monotonic() > deadline:
             raise TimeoutError("study time budget spent")
+        t0 = time.monotonic()
         specs = wl.assign_arrivals(prep.specs, arr.with_rate(rate), args.seed)
         result, _ = prep.execute(specs, f"{workload} {rate:.3g}/s")
         summary = m.summarize(result.records, prep.summary_options)
@@ -101,18 +107,23 @@ def study_one(url: str, workload: str, args: argparse.Namespace, out: Path, dead
                       deadlines=prep.summary_options.deadlines, plots=False)
         summaries[rate] = summary
         print(f"  {workload} rate {rate:.3g}: P99 TBT {summary['tbt'].get('p99', 0) * 1e3:.0f} ms, "
-              f"median sched {summary['scheduling_delay'].get('p50', float('nan')):.2f} s", flush=True)
+              f"median sched {summary['scheduling_delay'].get('p50', float('nan')):.2f} s, "
+              f"P50 TTFT {summary['ttft'].get('p50', float('nan')):.2f} s ({time.monotonic() - t0:.0f} s)", flush=True)
         return summary
 
     found = {}
     for name, tbt in SLOS.items():  # relaxed first: its points seed the strict search
         slo = m.ServiceSLO(p99_tbt=tbt, median_scheduling_delay=2.0)
         cache = {r: point_summary(r, s, slo) for r, s in summaries.items()}
-        cfg = CapacityConfig(slo, start_rate=args.start_rate, precision=args.precision, max_points=8)
+        cfg = CapacityConfig(slo, start_rate=args.start_rate, precision=args.precision, max_points=args.max_points)
         try:
             found[name] = search_capacity(evaluate, cfg, cache)
         except TimeoutError:
-            found[name] = {"capacity": None, "bound": "time_budget", "points": sorted(cache.values(), key=lambda p: p["rate"])}
+            passing = [r for r, p in cache.items() if p["ok"]]
+            lo = max(passing, default=None)
+            hi = min((r for r, p in cache.items() if not p["ok"] and (lo is None or r > lo)), default=None)
+            found[name] = {"capacity": lo, "upper": hi, "bound": "time_budget", "converged": False,
+                           "points": sorted(cache.values(), key=lambda p: p["rate"])}
     return found
 
 
@@ -127,29 +138,37 @@ def main() -> int:
     ap.add_argument("--start-rate", type=float, default=1.0)
     ap.add_argument("--precision", type=float, default=0.15)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-points", type=int, default=8, help="new points per SLO search at most")
+    ap.add_argument("--max-model-len", type=int, default=MAX_MODEL_LEN)
+    ap.add_argument("--name", default=None, help="result file name (default capacity_<policies>)")
     ap.add_argument("--budget-s", type=float, default=1200.0, help="wall-clock budget of the whole study")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     policies = args.policies.split(",")
     per_policy = args.budget_s / len(policies)
+    name = args.name or "capacity_" + "_".join(p.replace("-", "") for p in policies)
     results = {}
     for key in policies:
         policy, budget = POLICIES[key]
         print(f"== {key}", flush=True)
-        proc, url = start_server(policy, budget, args.model, args.out / f"server-{key}.log")
-        deadline = time.monotonic() + per_policy
+        t0 = time.monotonic()
+        proc, url = start_server(policy, budget, args.model, args.out / f"server-{key}.log", args.max_model_len)
+        print(f"   server up in {time.monotonic() - t0:.0f} s", flush=True)
+        deadline = t0 + per_policy
         try:
             results[key] = {w: study_one(url, w, args, args.out / key, deadline) for w in args.workloads.split(",")}
         finally:
             stop_server(proc)
-    table = {k: {w: {s: r[s]["capacity"] for s in SLOS} for w, r in v.items()} for k, v in results.items()}
-    print(json.dumps(table, indent=1))
-    write_result("capacity_study", {"benchmark": "capacity_study", "model": args.model,
-                                    "workload": {"names": args.workloads, "arrivals": "poisson", "seed": args.seed,
-                                                 "requests_per_point": {"W3": args.requests_w3, "W2": args.requests_w2}},
-                                    "slo": {"p99_tbt_s": SLOS, "median_scheduling_delay_s": 2.0},
-                                    "precision": args.precision, "capacity_req_s": table, "searches": results},
-                 args.out)
+        table = {k: {w: {s: r[s]["capacity"] for s in r} for w, r in v.items()} for k, v in results.items()}
+        print(json.dumps(table), flush=True)
+        write_result(name, {"benchmark": "capacity_study", "model": args.model,
+                            "workload": {"names": args.workloads, "arrivals": "poisson", "seed": args.seed,
+                                         "requests_per_point": {"W3": args.requests_w3, "W2": args.requests_w2}},
+                            "slo": {"p99_tbt_s": SLOS, "median_scheduling_delay_s": 2.0},
+                            "policies": {k: {"policy": POLICIES[k][0], "max_num_batched_tokens": POLICIES[k][1]}
+                                         for k in results},
+                            "precision": args.precision, "max_points": args.max_points, "budget_s": args.budget_s,
+                            "capacity_req_s": table, "searches": results}, args.out)
     return 0
 
 

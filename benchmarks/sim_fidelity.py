@@ -1,18 +1,23 @@
-"""Simulator fidelity against the real engine on the GPU (not run yet: needs the H100).
+"""Simulator fidelity against the real engine on the GPU (issue 7).
 
-For each (model, policy, rate) point: start `cadence serve` with the model's dummy weights and the
-policy, run `cadence bench` with W2 at the rate (fixed seed, so the same trace), then simulate the
-very same trace with `cadence sim` from the model's measured profile, and compare P50 TTFT, P50 TBT,
-P99 TBT and output throughput (target: each within 5%). Writes benchmarks/results/sim_fidelity.json.
+Two halves, so the GPU only runs what needs it:
 
-Usage on the GPU machine, after profiling (see docs/sim.md):
-    python benchmarks/sim_fidelity.py --point llama3-8b:sarathi:4 --point llama3-8b:vllm:3 \\
-        --point qwen3-0.6b:sarathi:20 --requests 500
+  measure (GPU machine): for each (model, policy, rate) point, start `cadence serve` with the model's
+      dummy weights and the policy, run `cadence bench` with W2 at the rate (fixed seed: the same
+      trace for every point of a model), keep the bench's result directory.
+  compare (any CPU): for each measured directory, turn the bench's own requests.csv into a trace
+      (prompt tokens, output tokens, arrival offset) so the simulator sees exactly the requests and
+      arrival times the server saw, simulate it with `cadence sim` from the model's measured H100
+      profile, and compare P50 TTFT, P50 TBT, P99 TBT and output throughput (target: each within 5%).
+
+    python benchmarks/sim_fidelity.py measure --point llama3-8b:sarathi:4 --requests 200 --out $OUT/fid
+    python benchmarks/sim_fidelity.py compare --runs benchmarks/results/sim_fidelity_runs
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import subprocess
 import sys
@@ -36,7 +41,7 @@ def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 600) -> None:
                 return
         except httpx.HTTPError:
             pass
-        time.sleep(2)
+        time.sleep(1)
     raise TimeoutError("cadence serve did not become ready")
 
 
@@ -44,54 +49,113 @@ def _cadence(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "cadence.cli", *args], check=True, cwd=ROOT)
 
 
-def run_point(model: str, policy: str, rate: float, n: int, budget: int, port: int, out: Path) -> dict:
+def point_name(model: str, policy: str, rate: float, budget: int) -> str:
+    return f"{model}_{policy}{budget}_{rate:g}"
+
+
+def measure_point(model: str, policy: str, rate: float, n: int, budget: int, port: int, out: Path,
+                  max_model_len: int) -> Path:
     url = f"http://127.0.0.1:{port}"
-    serve = subprocess.Popen([sys.executable, "-m", "cadence.cli", "serve", "--model", model, "--load-format", "dummy",
-                              "--policy", policy, "--max-num-batched-tokens", str(budget), "--port", str(port)],
-                             cwd=ROOT)
+    log = open(out / f"serve_{point_name(model, policy, rate, budget)}.log", "wb")  # noqa: SIM115
+    model_args = [] if model == "builtin" else ["--model", model]  # builtin: CPU smoke test only
+    serve = subprocess.Popen([sys.executable, "-m", "cadence.cli", "serve", *model_args, "--load-format", "dummy",
+                              "--policy", policy, "--max-num-batched-tokens", str(budget), "--port", str(port),
+                              "--max-model-len", str(max_model_len), "--log-level", "warning", "--no-access-log"],
+                             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    t0 = time.time()
     try:
         _wait_ready(url, serve)
-        real = out / f"{model}_{policy}_{rate:g}_bench"
+        print(f"serve {model} {policy} ready in {time.time() - t0:.0f} s", flush=True)
+        real = out / point_name(model, policy, rate, budget)
         _cadence("bench", "--base-url", url, "--workload", "W2", "--num-prompts", str(n), "--request-rate", str(rate),
-                 "--seed", "0", "--prompt-format", "ids", "--result-dir", str(real), "--no-plots")
+                 "--seed", "0", "--prompt-format", "ids", "--result-dir", str(real), "--no-plots", "--no-progress",
+                 "--warmup-requests", "4")
     finally:
         serve.terminate()
         serve.wait(60)
-    sim = out / f"{model}_{policy}_{rate:g}_sim"
-    profile = ROOT / "benchmarks" / "profiles" / f"{model}_tp1_h100.csv"
-    _cadence("sim", "--model", model, "--profile", str(profile), "--policy", policy, "--max-num-batched-tokens",
-             str(budget), "--workload", "W2", "--num-requests", str(n), "--rate", str(rate), "--seed", "0",
-             "--out", str(sim))
-    a = json.loads((real / "summary.json").read_text())["summary"]
+    meta = {"model": model, "policy": policy, "rate": rate, "requests": n, "max_num_batched_tokens": budget,
+            "max_model_len": max_model_len}
+    (real / "point.json").write_text(json.dumps(meta) + "\n")
+    return real
+
+
+def trace_from_bench(run_dir: Path, trace: Path) -> int:
+    """The bench's requests (ok ones) as a sim trace: arrival offsets from the first arrival."""
+    with open(run_dir / "requests.csv") as f:
+        rows = [r for r in csv.DictReader(f) if not r["error"]]
+    rows.sort(key=lambda r: float(r["arrival_time"]))
+    t0 = float(rows[0]["arrival_time"])
+    with open(trace, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["num_prefill_tokens", "num_decode_tokens", "arrived_at"])
+        for r in rows:
+            w.writerow([r["prompt_tokens"], r["output_tokens"], f"{float(r['arrival_time']) - t0:.6f}"])
+    return len(rows)
+
+
+def compare_point(run_dir: Path, profiles: Path, gpu: str, sim_out: Path, extra: list[str]) -> dict:
+    meta = json.loads((run_dir / "point.json").read_text())
+    model, policy, budget = meta["model"], meta["policy"], meta["max_num_batched_tokens"]
+    trace = sim_out / f"{run_dir.name}_trace.csv"
+    n = trace_from_bench(run_dir, trace)
+    sim = sim_out / f"{run_dir.name}_sim"
+    profile = profiles / f"{model}_tp1_{gpu.lower()}.csv"
+    _cadence("sim", "--model", model, "--gpu", gpu, "--profile", str(profile), "--policy", policy,
+             "--max-num-batched-tokens", str(budget), "--trace", str(trace), "--arrivals", "trace",
+             "--num-requests", str(n), "--out", str(sim), *extra)
+    a = json.loads((run_dir / "summary.json").read_text())["summary"]
     b = json.loads((sim / "summary.json").read_text())["summary"]
-    row = {"model": model, "policy": policy, "rate": rate, "requests": n, "metrics": {}}
+    row = {**meta, "requests_compared": n, "metrics": {}}
     pairs = [(name, a[k].get(p), b[k].get(p)) for name, k, p in METRICS]
     pairs.append(("output tok/s", a["throughput"]["output_tokens_per_s"], b["throughput"]["output_tokens_per_s"]))
     for name, measured, simulated in pairs:
-        err = abs(simulated - measured) / measured if measured else None
+        err = (simulated - measured) / measured if measured else None
         row["metrics"][name] = {"measured": measured, "simulated": simulated, "rel_error": err,
-                                "within_5pct": err is not None and err <= 0.05}
+                                "within_5pct": err is not None and abs(err) <= 0.05}
     return row
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--point", action="append", required=True, help="model:policy:rate")
-    ap.add_argument("--requests", type=int, default=500)
-    ap.add_argument("--budget", type=int, default=2048)
-    ap.add_argument("--port", type=int, default=8011)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("measure")
+    m.add_argument("--point", action="append", required=True, help="model:policy:rate[:token budget]")
+    m.add_argument("--requests", type=int, default=200)
+    m.add_argument("--budget", type=int, default=4096, help="token budget (vllm: must hold W2's 4,096-token prompts)")
+    m.add_argument("--port", type=int, default=8011)
+    m.add_argument("--max-model-len", type=int, default=8192)
+    m.add_argument("--out", type=Path, default=RESULTS / "sim_fidelity_runs")
+    c = sub.add_parser("compare")
+    c.add_argument("--runs", type=Path, default=RESULTS / "sim_fidelity_runs")
+    c.add_argument("--profiles", type=Path, default=ROOT / "benchmarks" / "profiles")
+    c.add_argument("--gpu", default="H100")
+    c.add_argument("--sim-out", type=Path, default=Path("/tmp/sim_fidelity_sim"))
+    c.add_argument("--result", type=Path, default=RESULTS / "sim_fidelity.json")
+    c.add_argument("--label", default="", help="what this comparison's simulator is (written to the JSON)")
+    c.add_argument("--sim-arg", action="append", default=[], help="extra argument for cadence sim")
     args = ap.parse_args()
-    out = RESULTS / "sim_fidelity_runs"
-    out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for spec in args.point:
-        model, policy, rate = spec.split(":")
-        rows.append(run_point(model, policy, float(rate), args.requests, args.budget, args.port, out))
-        print(json.dumps(rows[-1], indent=1))
+    if args.cmd == "measure":
+        args.out.mkdir(parents=True, exist_ok=True)
+        for spec in args.point:
+            model, policy, rate, *budget = spec.split(":")
+            try:
+                measure_point(model, policy, float(rate), args.requests, int(budget[0]) if budget else args.budget,
+                              args.port, args.out, args.max_model_len)
+            except Exception as exc:  # keep the other points
+                print(f"point {spec} failed: {type(exc).__name__}: {exc}", flush=True)
+        return
+    args.sim_out.mkdir(parents=True, exist_ok=True)
+    rows = [compare_point(d, args.profiles, args.gpu, args.sim_out, args.sim_arg)
+            for d in sorted(args.runs.iterdir()) if (d / "point.json").exists() and (d / "summary.json").exists()]
+    for r in rows:
+        cells = ", ".join(f"{k} {v['measured']:.4g}/{v['simulated']:.4g} ({100 * v['rel_error']:+.1f}%)"
+                          for k, v in r["metrics"].items())
+        print(f"{r['model']} {r['policy']} {r['rate']:g}/s: {cells}")
     from cadence.bench.results import environment
 
-    (RESULTS / "sim_fidelity.json").write_text(json.dumps({"benchmark": "sim_fidelity", "environment": environment(),
-                                                           "points": rows}, indent=1) + "\n")
+    args.result.write_text(json.dumps({"benchmark": "sim_fidelity", "label": args.label, "environment": environment(),
+                                       "measured_on": "H100 (device tool), cadence serve + cadence bench, W2, seed 0",
+                                       "points": rows}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
