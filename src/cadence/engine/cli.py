@@ -10,7 +10,7 @@ from cadence.config_args import add_dataclass_args, dataclass_from_args
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from cadence.core.config import CacheConfig, SchedulerConfig
-    from cadence.engine.config import ModelLoadConfig
+    from cadence.engine.config import ModelLoadConfig, ParallelConfig
 
     parser.add_argument("--prompt", action="append", required=True,
                         help="a prompt (repeat the flag for several, run as one batch)")
@@ -28,12 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataclass_args(parser, ModelLoadConfig)
     add_dataclass_args(parser, SchedulerConfig)
     add_dataclass_args(parser, CacheConfig)
+    add_dataclass_args(parser, ParallelConfig)
 
 
 def run(args: argparse.Namespace) -> int:
     from cadence.core.config import CacheConfig, SchedulerConfig
     from cadence.core.sampling_params import SamplingParams
-    from cadence.engine.config import EngineConfig, ModelLoadConfig
+    from cadence.engine.config import EngineConfig, ModelLoadConfig, ParallelConfig
     from cadence.engine.llm_engine import LLMEngine
 
     try:
@@ -42,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
                                 stop=tuple(args.stop), ignore_eos=args.ignore_eos)
         config = EngineConfig(load=dataclass_from_args(ModelLoadConfig, args),
                               scheduler=dataclass_from_args(SchedulerConfig, args),
-                              cache=dataclass_from_args(CacheConfig, args))
+                              cache=dataclass_from_args(CacheConfig, args),
+                              parallel=dataclass_from_args(ParallelConfig, args))
         engine = LLMEngine(config)
         prompts = []
         for text in args.prompt:
@@ -57,15 +59,18 @@ def run(args: argparse.Namespace) -> int:
         return 2
     stream = len(prompts) == 1
     texts = [""] * len(prompts)
-    while engine.has_unfinished():
-        for out in engine.step():
-            i = int(out.request_id)
-            texts[i] += out.new_text
-            if stream:
-                sys.stdout.write(out.new_text)
-                sys.stdout.flush()
-            elif out.finished:
-                print(f"--- [{i}] {args.prompt[i]!r}\n{texts[i]}")
+    try:
+        while engine.has_unfinished():
+            for out in engine.step():
+                i = int(out.request_id)
+                texts[i] += out.new_text
+                if stream:
+                    sys.stdout.write(out.new_text)
+                    sys.stdout.flush()
+                elif out.finished:
+                    print(f"--- [{i}] {args.prompt[i]!r}\n{texts[i]}")
+    finally:
+        engine.shutdown()  # tensor-parallel workers exit with it
     if stream:
         sys.stdout.write("\n")
     return 0

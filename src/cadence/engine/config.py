@@ -27,7 +27,26 @@ class ModelLoadConfig:
 
 
 @dataclass(frozen=True)
+class ParallelConfig:
+    """How one engine is spread over devices (tensor parallelism, docs/distributed.md)."""
+
+    tensor_parallel_size: int = field(
+        default=1, metadata={"help": "ranks (processes, one per GPU) that split every layer of the model"}
+    )
+    distributed_timeout: float = field(
+        default=300.0, metadata={"help": "seconds a rank waits for another (start-up, one collective) before failing"}
+    )
+
+    def __post_init__(self) -> None:
+        if self.tensor_parallel_size < 1:
+            raise ValueError(f"tensor_parallel_size must be >= 1, got {self.tensor_parallel_size}")
+        if self.distributed_timeout <= 0:
+            raise ValueError(f"distributed_timeout must be > 0, got {self.distributed_timeout}")
+
+
+@dataclass(frozen=True)
 class EngineConfig:
     load: ModelLoadConfig = field(default_factory=ModelLoadConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)

@@ -9,7 +9,7 @@ from typing import Any
 
 from cadence.core.config import CacheConfig, SchedulerConfig
 from cadence.core.sampling_params import SamplingParams
-from cadence.engine.config import EngineConfig, ModelLoadConfig
+from cadence.engine.config import EngineConfig, ModelLoadConfig, ParallelConfig
 from cadence.engine.llm_engine import LLMEngine
 from cadence.engine.outputs import TokenLogprob
 
@@ -34,7 +34,8 @@ class GenerationResult:
 
 def engine_config_from_kwargs(model: str | None = None, **kwargs: Any) -> EngineConfig:
     """Route keyword arguments to the config dataclass that owns each field."""
-    parts: dict[type, dict[str, Any]] = {ModelLoadConfig: {"model": model}, SchedulerConfig: {}, CacheConfig: {}}
+    parts: dict[type, dict[str, Any]] = {ModelLoadConfig: {"model": model}, SchedulerConfig: {}, CacheConfig: {},
+                                         ParallelConfig: {}}
     for key, value in kwargs.items():
         for cls, values in parts.items():
             if key in {f.name for f in dataclasses.fields(cls)}:
@@ -43,7 +44,8 @@ def engine_config_from_kwargs(model: str | None = None, **kwargs: Any) -> Engine
         else:
             raise TypeError(f"unknown engine option {key!r}")
     return EngineConfig(load=ModelLoadConfig(**parts[ModelLoadConfig]),
-                        scheduler=SchedulerConfig(**parts[SchedulerConfig]), cache=CacheConfig(**parts[CacheConfig]))
+                        scheduler=SchedulerConfig(**parts[SchedulerConfig]), cache=CacheConfig(**parts[CacheConfig]),
+                        parallel=ParallelConfig(**parts[ParallelConfig]))
 
 
 class LLM:

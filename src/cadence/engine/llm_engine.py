@@ -13,6 +13,7 @@ from cadence.core.kv.kv_cache_manager import KVCacheManager
 from cadence.core.request import Request, RequestStatus
 from cadence.core.sampling_params import SamplingParams
 from cadence.core.scheduler import make_scheduler
+from cadence.distributed.shard import TPShard
 from cadence.engine.config import EngineConfig
 from cadence.engine.outputs import RequestOutput, TokenLogprob
 from cadence.engine.tokenizer import IncrementalDetokenizer, Tokenizer
@@ -45,44 +46,93 @@ def resolve_model(model: str | None, load_format: str) -> tuple[ModelConfig, Pat
 
 
 class LLMEngine:
-    def __init__(self, config: EngineConfig | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, config: EngineConfig | None = None, clock: Callable[[], float] = time.monotonic, *,
+                 tp_rank: int = 0) -> None:
+        """`tp_rank` > 0 only in a tensor-parallel worker process (cadence.distributed.worker): it
+        builds that rank's shard and never schedules."""
         self.config = config = config or EngineConfig()
         self.clock = clock
         load = config.load
         self.model_config, self.model_path = resolve_model(load.model, load.load_format)
         mc = self.model_config
         self.device = _resolve_device(load.device)
+        tp_size = config.parallel.tensor_parallel_size
+        shard, self.tp = None, None
+        if tp_size > 1:
+            from cadence.distributed.group import TensorParallelGroup
+            from cadence.distributed.shard import make_shard
+
+            shard = make_shard(mc, tp_size, tp_rank)  # refuses a size the model cannot split, before any spawn
+            if mc.num_kv_heads >= tp_size and mc.num_kv_heads % tp_size:
+                logger.warning("%d KV heads over %d ranks: rank %d holds %d of them (uneven load)",
+                               mc.num_kv_heads, tp_size, tp_rank, shard.kv_heads[1])
+            if self.device.type == "cuda":
+                self.device = torch.device("cuda", tp_rank)
+            if tp_rank == 0:
+                self.tp = TensorParallelGroup.launch(config, self.device)
+        # what this rank holds: its heads size its KV cache
+        self.local_model_config = shard.local_config(mc) if shard is not None else mc
         dtype_name = load.dtype
         if dtype_name == "auto":
             dtype_name = "bfloat16" if self.device.type == "cuda" else "float32"
         self.dtype = resolve_dtype(dtype_name, mc)
         # A folder without tokenizer files (dummy-weight benchmarks) serves token-id prompts only.
         tok_path = load.tokenizer or (self.model_path if _has_tokenizer(self.model_path) else None)
-        self.tokenizer = Tokenizer(tok_path) if tok_path is not None else None
+        self.tokenizer = Tokenizer(tok_path) if tok_path is not None and tp_rank == 0 else None
         self.eos_token_ids = frozenset(mc.eos_token_ids) | (self.tokenizer.eos_token_ids if self.tokenizer else frozenset())
         self.model_name = load.served_model_name or (load.model or "SmolLM2-135M-Instruct")
 
         torch.manual_seed(load.seed)
+        try:
+            self.runner = self._build_runner(shard, tp_rank)
+        except BaseException as exc:
+            if self.tp is None:
+                raise
+            # a collective that failed (RuntimeError) most likely means a worker did: report its error
+            failure = self.tp.failure(exc) if isinstance(exc, RuntimeError) else None
+            self.tp.shutdown()
+            if failure is None:
+                raise
+            raise failure from exc
+        self.kv = KVCacheManager(self.runner.attention.num_blocks, self.runner.attention.block_size,
+                                 config.cache.enable_prefix_caching)
+        self.scheduler = make_scheduler(config.scheduler, self.kv, self.max_model_len)
+        self._detok: dict[str, IncrementalDetokenizer] = {}
+        self.num_prompt_tokens_total = 0
+        self.num_generation_tokens_total = 0
+        logger.info("engine ready: %s on %s (%s), %d KV blocks x %d tokens, policy %s, backend %s%s",
+                    self.model_name, self.device, self.dtype, self.kv.num_blocks, self.kv.block_size,
+                    config.scheduler.policy, self.runner.attention.name,
+                    f", tensor parallel {tp_size}" if tp_size > 1 else "")
+
+    def _build_runner(self, shard: TPShard | None, tp_rank: int) -> ModelRunner:
+        """The model (this rank's shard of it) and its runner, with the KV cache sized on every
+        rank alike: with tensor parallelism the ranks agree on the smallest block count."""
+        config, load, mc = self.config, self.config.load, self.model_config
         model = load_model(mc, self.model_path, dtype=self.dtype, device=self.device,
-                           load_format=load.load_format, seed=load.seed)
+                           load_format=load.load_format, seed=load.seed, shard=shard)
         backend = _resolve_backend(load.attention_backend, self.device)
         block_size = config.cache.block_size
         num_blocks = config.cache.num_blocks or self._size_kv_cache(block_size, model)
+        if shard is not None:
+            from cadence.distributed.group import agree_min
+
+            num_blocks = agree_min(num_blocks, self.device)
         self.max_model_len = min(config.scheduler.max_model_len or mc.max_model_len, mc.max_model_len)
         if num_blocks * block_size < self.max_model_len:
             self.max_model_len = num_blocks * block_size
             logger.warning("KV cache holds %d tokens: max_model_len lowered to that", self.max_model_len)
-        self.kv = KVCacheManager(num_blocks, block_size, config.cache.enable_prefix_caching)
-        self.scheduler = make_scheduler(config.scheduler, self.kv, self.max_model_len)
-        self.runner = ModelRunner(model, mc, backend=backend, num_blocks=num_blocks, block_size=block_size,
-                                  dtype=self.dtype, device=self.device, max_num_seqs=config.scheduler.max_num_seqs,
-                                  max_model_len=self.max_model_len)
-        self._detok: dict[str, IncrementalDetokenizer] = {}
-        self.num_prompt_tokens_total = 0
-        self.num_generation_tokens_total = 0
-        logger.info("engine ready: %s on %s (%s), %d KV blocks x %d tokens, policy %s, backend %s",
-                    self.model_name, self.device, self.dtype, num_blocks, block_size,
-                    config.scheduler.policy, backend)
+        runner_cls: type[ModelRunner] = ModelRunner
+        if shard is not None:
+            from cadence.distributed.runner import DriverModelRunner, WorkerModelRunner
+
+            runner_cls = DriverModelRunner if tp_rank == 0 else WorkerModelRunner
+        runner = runner_cls(model, self.local_model_config, backend=backend, num_blocks=num_blocks,
+                            block_size=block_size, dtype=self.dtype, device=self.device,
+                            max_num_seqs=config.scheduler.max_num_seqs, max_model_len=self.max_model_len)
+        if self.tp is not None:
+            runner.group = self.tp  # type: ignore[attr-defined]
+        return runner
 
     def _size_kv_cache(self, block_size: int, model: torch.nn.Module | None = None) -> int:
         """Blocks that fit: on the GPU, gpu_memory_utilization of the card minus what is in use
@@ -92,7 +142,7 @@ class LLMEngine:
         from cadence.runtime.model_runner import usable_backend
         from cadence.runtime.profiling import graph_reserve_bytes, peak_step_bytes
 
-        mc, cache = self.model_config, self.config.cache
+        mc, cache = self.local_model_config, self.config.cache
         name = usable_backend(_resolve_backend(self.config.load.attention_backend, self.device), mc, block_size,
                               self.dtype)
         cls = backend_class(name)

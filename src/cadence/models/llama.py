@@ -7,6 +7,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from cadence.distributed.shard import TPShard
 from cadence.models.config import ModelConfig
 from cadence.models.layers import RMSNorm, RotaryEmbedding, silu_and_mul
 from cadence.runtime import kernels
@@ -20,11 +21,16 @@ class Attention(Protocol):
 
 
 class DecoderAttention(nn.Module):
-    def __init__(self, config: ModelConfig, layer: int) -> None:
+    """With a tensor-parallel `shard`: this rank's heads only (qkv column-parallel, o_proj
+    row-parallel, then one all-reduce)."""
+
+    def __init__(self, config: ModelConfig, layer: int, shard: TPShard | None = None) -> None:
         super().__init__()
         self.layer = layer
-        self.num_heads, self.num_kv_heads, self.head_dim = config.num_heads, config.num_kv_heads, config.head_dim
-        self.q_size, self.kv_size = config.q_size, config.kv_size
+        self.shard = shard
+        local = shard.local_config(config) if shard is not None else config
+        self.num_heads, self.num_kv_heads, self.head_dim = local.num_heads, local.num_kv_heads, local.head_dim
+        self.q_size, self.kv_size = local.q_size, local.kv_size
         self.qkv_proj = nn.Linear(config.hidden_size, self.q_size + 2 * self.kv_size, bias=config.attention_bias)
         self.o_proj = nn.Linear(self.q_size, config.hidden_size, bias=False)
         self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps) if config.qk_norm else None
@@ -46,27 +52,30 @@ class DecoderAttention(nn.Module):
             if self.q_norm is not None:
                 q, k = self.q_norm(q), self.k_norm(k)
             q, k = rope(positions, q, k)
-        out = attn(self.layer, q, k, v)
-        return self.o_proj(out.reshape(-1, self.q_size))
+        out = self.o_proj(attn(self.layer, q, k, v).reshape(-1, self.q_size))
+        return out if self.shard is None else self.shard.all_reduce(out)
 
 
 class DecoderMLP(nn.Module):
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, shard: TPShard | None = None) -> None:
         super().__init__()
-        self.gate_up_proj = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+        self.shard = shard
+        width = shard.intermediate[1] if shard is not None else config.intermediate_size
+        self.gate_up_proj = nn.Linear(config.hidden_size, 2 * width, bias=False)
+        self.down_proj = nn.Linear(width, config.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(silu_and_mul(self.gate_up_proj(x)))
+        out = self.down_proj(silu_and_mul(self.gate_up_proj(x)))
+        return out if self.shard is None else self.shard.all_reduce(out)
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, config: ModelConfig, layer: int) -> None:
+    def __init__(self, config: ModelConfig, layer: int, shard: TPShard | None = None) -> None:
         super().__init__()
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.self_attn = DecoderAttention(config, layer)
+        self.self_attn = DecoderAttention(config, layer, shard)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.mlp = DecoderMLP(config)
+        self.mlp = DecoderMLP(config, shard)
 
     def forward(self, x, residual, rope, positions, attn: Attention):
         if residual is None:
@@ -80,10 +89,15 @@ class DecoderLayer(nn.Module):
 
 
 class DecoderModel(nn.Module):
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, shard: TPShard | None = None) -> None:
         super().__init__()
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_layers))
+        if shard is None:
+            self.embed_tokens: nn.Module = nn.Embedding(config.vocab_size, config.hidden_size)
+        else:
+            from cadence.distributed.layers import VocabParallelEmbedding
+
+            self.embed_tokens = VocabParallelEmbedding(shard, config.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(config, i, shard) for i in range(config.num_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.rotary_emb = RotaryEmbedding(config)
 
@@ -97,13 +111,16 @@ class DecoderModel(nn.Module):
 
 
 class LlamaForCausalLM(nn.Module):
-    """Module names follow Hugging Face's so checkpoints load by name (q/k/v and gate/up fused)."""
+    """Module names follow Hugging Face's so checkpoints load by name (q/k/v and gate/up fused).
+    With a tensor-parallel `shard` every layer holds only this rank's slice (cadence.distributed)."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, shard: TPShard | None = None) -> None:
         super().__init__()
         self.config = config
-        self.model = DecoderModel(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.shard = shard
+        self.model = DecoderModel(config, shard)
+        vocab = shard.vocab[1] if shard is not None else config.vocab_size
+        self.lm_head = nn.Linear(config.hidden_size, vocab, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
 
@@ -112,4 +129,6 @@ class LlamaForCausalLM(nn.Module):
         return self.model(input_ids, positions, attn)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(hidden).float()
+        """[N, vocab] float logits; under tensor parallelism full only on rank 0 (the sampler's)."""
+        logits = self.lm_head(hidden).float()
+        return logits if self.shard is None else self.shard.gather_logits(logits)

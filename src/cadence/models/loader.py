@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from cadence.distributed.shard import TPShard
 from cadence.models.config import ModelConfig, ModelConfigError
 from cadence.models.llama import LlamaForCausalLM
 
@@ -41,14 +42,17 @@ def load_model(
     device: torch.device | str,
     load_format: str = "auto",
     seed: int = 0,
+    shard: TPShard | None = None,
 ) -> LlamaForCausalLM:
+    """The whole model, or with `shard` one tensor-parallel rank's slice of it (read from disk
+    slice by slice; dummy weights then differ from the unsharded model's: for throughput only)."""
     if load_format not in LOAD_FORMATS:
         raise ValueError(f"unknown load format {load_format!r}; choose one of {', '.join(LOAD_FORMATS)}")
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # build in place: no fp32 copy of an 8B model on the way
     try:
         with torch.device(device):
-            model = LlamaForCausalLM(config)  # the rope table is built in fp32 explicitly
+            model = LlamaForCausalLM(config, shard)  # the rope table is built in fp32 explicitly
     finally:
         torch.set_default_dtype(previous)
     if load_format == "dummy":
@@ -79,9 +83,10 @@ def load_safetensors(model: LlamaForCausalLM, path: Path) -> None:
     if not files:
         raise FileNotFoundError(f"no *.safetensors weights in {path}")
     params = dict(model.named_parameters())
-    cfg = model.config
-    fused_sizes = {"qkv_proj": [cfg.q_size, cfg.kv_size, cfg.kv_size],
-                   "gate_up_proj": [cfg.intermediate_size, cfg.intermediate_size]}
+    cfg, tp_shard = model.config, model.shard
+    attn, mlp = model.model.layers[0].self_attn, model.model.layers[0].mlp  # this rank's sizes
+    width = mlp.down_proj.in_features
+    fused_sizes = {"qkv_proj": [attn.q_size, attn.kv_size, attn.kv_size], "gate_up_proj": [width, width]}
     expected = _expected_checkpoint_names(params, cfg)
     seen: set[str] = set()
     for file in files:
@@ -94,8 +99,16 @@ def load_safetensors(model: LlamaForCausalLM, path: Path) -> None:
                     if name == "lm_head.weight" and cfg.tie_word_embeddings:
                         continue
                     raise ModelConfigError(f"{file.name}: unexpected weight {name!r} for {cfg.architecture}")
-                tensor = f.get_tensor(name)
                 dest = params[target]
+                if tp_shard is None:
+                    tensor = f.get_tensor(name)
+                else:
+                    from cadence.distributed.loading import VOCAB_WEIGHTS, read_shard
+
+                    tensor = read_shard(f, name, tp_shard, cfg)
+                    if name.endswith(VOCAB_WEIGHTS) and tensor.shape[0] < dest.shape[0]:
+                        dest.zero_()  # rows past the vocabulary pad the last rank's block
+                        dest = dest.narrow(0, 0, tensor.shape[0])
                 if shard is not None:
                     sizes = fused_sizes[target.rsplit(".", 2)[-2]]
                     offset = sum(sizes[:shard])

@@ -53,8 +53,10 @@ class ModelRunner:
         self.prepare_seconds = 0.0  # CPU time building step inputs (not counting the scheduler)
 
     @torch.inference_mode()
-    def execute(self, out: SchedulerOutput, kv: KVCacheManager) -> tuple[dict[str, int], dict[str, object]]:
-        """Returns the sampled token of every request that caught up, and its logprobs if asked."""
+    def execute(self, out: SchedulerOutput, kv: KVCacheManager,
+                batch: StepBatch | None = None) -> tuple[dict[str, int], dict[str, object]]:
+        """Returns the sampled token of every request that caught up, and its logprobs if asked.
+        `batch`: this step's inputs if the caller built them already (the tensor-parallel driver)."""
         for rid in out.finished_ids:
             self.sampler.forget(rid)
         gone = list(out.finished_ids) + [r.request_id for r in out.preempted]
@@ -63,31 +65,41 @@ class ModelRunner:
         if out.is_empty():
             return {}, {}
         t = time.perf_counter()
-        batch = build_step_batch(out, kv, self.device)
-        self.last_batch = batch
-        self.num_steps += 1
-        graphs = self.graphs
-        if graphs is not None and batch.is_decode_only and batch.num_tokens <= graphs.max_batch:
-            logits = graphs.run(batch)
-            self.prepare_seconds += time.perf_counter() - t
-            self.attention.after_launch(batch)
-            if not batch.sample_requests:
-                return {}, {}
-            if len(batch.sample_requests) != batch.num_tokens:
-                logits = logits[batch.sample_indices]
-        else:
-            attn = self.attention.bind(batch)
-            self.prepare_seconds += time.perf_counter() - t
-            hidden = self.model(batch.input_ids, batch.positions, attn)
-            self.attention.after_launch(batch)  # map ahead while the GPU runs this step
-            if not batch.sample_requests:
-                return {}, {}
-            logits = self.model.compute_logits(hidden[batch.sample_indices])
+        if batch is None:
+            batch = build_step_batch(out, kv, self.device)
+        logits = self.run_batch(batch, t)
+        if logits is None:
+            return {}, {}
         result: SampleResult = self.sampler(logits, batch.sample_requests)
         ids = [r.request_id for r in batch.sample_requests]
         tokens = dict(zip(ids, result.token_ids, strict=True))
         logprobs = {rid: lp for rid, lp in zip(ids, result.logprobs, strict=True) if lp is not None}
         return tokens, logprobs
+
+    def run_batch(self, batch: StepBatch, t0: float) -> torch.Tensor | None:
+        """The forward of one step: logits of its sampled positions, or None if it samples none.
+        Every tensor-parallel rank runs this on the same batch (sample_indices, not the Request
+        objects only the driver has, say what is sampled)."""
+        self.last_batch = batch
+        self.num_steps += 1
+        num_samples = int(batch.sample_indices.shape[0])
+        graphs = self.graphs
+        if graphs is not None and batch.is_decode_only and batch.num_tokens <= graphs.max_batch:
+            logits = graphs.run(batch)
+            self.prepare_seconds += time.perf_counter() - t0
+            self.attention.after_launch(batch)
+            if not num_samples:
+                return None
+            if num_samples != batch.num_tokens:
+                logits = logits[batch.sample_indices]
+            return logits
+        attn = self.attention.bind(batch)
+        self.prepare_seconds += time.perf_counter() - t0
+        hidden = self.model(batch.input_ids, batch.positions, attn)
+        self.attention.after_launch(batch)  # map ahead while the GPU runs this step
+        if not num_samples:
+            return None
+        return self.model.compute_logits(hidden[batch.sample_indices])
 
     def shutdown(self) -> None:
         self.graphs = None

@@ -20,19 +20,20 @@ logger = logging.getLogger("cadence.server")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from cadence.core.config import CacheConfig, SchedulerConfig
-    from cadence.engine.config import ModelLoadConfig
+    from cadence.engine.config import ModelLoadConfig, ParallelConfig
     from cadence.server.config import ServerConfig
 
     add_dataclass_args(parser, ServerConfig)
     add_dataclass_args(parser, ModelLoadConfig)
     add_dataclass_args(parser, SchedulerConfig)
     add_dataclass_args(parser, CacheConfig)
+    add_dataclass_args(parser, ParallelConfig)
 
 
 def run(args: argparse.Namespace) -> int:
     from cadence.core.config import CacheConfig, SchedulerConfig
     from cadence.engine.async_engine import AsyncEngine
-    from cadence.engine.config import EngineConfig, ModelLoadConfig
+    from cadence.engine.config import EngineConfig, ModelLoadConfig, ParallelConfig
     from cadence.engine.llm_engine import LLMEngine
     from cadence.server.app import build_app
     from cadence.server.config import API_KEY_ENV, ServerConfig
@@ -46,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
             logging.getLogger("cadence.access").setLevel(logging.WARNING)
         engine_config = EngineConfig(load=dataclass_from_args(ModelLoadConfig, args),
                                      scheduler=dataclass_from_args(SchedulerConfig, args),
-                                     cache=dataclass_from_args(CacheConfig, args))
+                                     cache=dataclass_from_args(CacheConfig, args),
+                                     parallel=dataclass_from_args(ParallelConfig, args))
         engine = AsyncEngine(LLMEngine(engine_config), max_queue=config.max_queue)
     except (ValueError, FileNotFoundError) as exc:
         print(f"cadence serve: {exc}", file=sys.stderr)
