@@ -102,6 +102,8 @@ class TensorParallelGroup:
             group._wait_for("joining", timeout)
             if device.type == "cpu":
                 torch.set_num_threads(cpu_threads(size))
+            else:
+                torch.cuda.set_device(device)  # NCCL binds each rank to its current device
             init_process_group(device.type, 0, size, port, timeout)
         except BaseException:
             group.shutdown()

@@ -49,11 +49,16 @@ def run(args: argparse.Namespace) -> int:
                                      scheduler=dataclass_from_args(SchedulerConfig, args),
                                      cache=dataclass_from_args(CacheConfig, args),
                                      parallel=dataclass_from_args(ParallelConfig, args))
-        engine = AsyncEngine(LLMEngine(engine_config), max_queue=config.max_queue)
-    except (ValueError, FileNotFoundError) as exc:
+        if config.replicas > 1:
+            from cadence.distributed.replicas import ReplicaPool
+
+            engine = ReplicaPool(engine_config, config.replicas, config.router, max_queue=config.max_queue)
+        else:
+            engine = AsyncEngine(LLMEngine(engine_config), max_queue=config.max_queue)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:  # RuntimeError: a replica failed to start
         print(f"cadence serve: {exc}", file=sys.stderr)
         return 2
-    app = build_app(engine, config)
+    app = build_app(engine, config)  # type: ignore[arg-type]  # a ReplicaPool serves as an AsyncEngine
     uv_config = uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level,
                                access_log=False, timeout_graceful_shutdown=config.shutdown_timeout + 5.0)
     server = _Server(uv_config, app.state.serving, config.shutdown_timeout)

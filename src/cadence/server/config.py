@@ -25,11 +25,18 @@ class ServerConfig:
     access_log: bool = field(default=True, metadata={"help": "log one JSON line per generation request"})
     log_level: str = field(default="info", metadata={"help": "log level",
                                                      "choices": ("debug", "info", "warning", "error")})
+    replicas: int = field(
+        default=1, metadata={"help": "engine replicas, each in its own process, behind this one front end"}
+    )
+    router: str = field(default="round_robin", metadata={
+        "help": "how --replicas share requests", "choices": ("round_robin", "least_outstanding", "kv_aware")})
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in [0, 65535], got {self.port}")
         if self.max_queue is not None and self.max_queue < 1:
             raise ValueError(f"max_queue must be >= 1, got {self.max_queue}")
+        if self.replicas < 1:
+            raise ValueError(f"replicas must be >= 1, got {self.replicas}")
         if self.shutdown_timeout < 0:
             raise ValueError(f"shutdown_timeout must be >= 0, got {self.shutdown_timeout}")
