@@ -9,6 +9,9 @@ each SLO's bisection re-reads those points, so the strict search (P99 TBT <= 50 
 points the relaxed one (<= 250 ms) did not already run. Each point is a fixed number of requests of
 the same seeded trace with arrival gaps scaled by 1/rate, so neighbouring points differ only in load.
 Both SLOs also require a median scheduling delay <= 2 s, read from the server's own report.
+Prefix caching is off: every point re-sends the same prompts to the same server, so with it on
+every point after the first would find its prompts cached and skip their prefills (the first H100
+run of this script did exactly that: benchmarks/NOTES.md, "Capacity under TBT SLOs").
 """
 
 from __future__ import annotations
@@ -41,13 +44,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def long_context_folder(model: str, out: Path) -> str:
+    """A named shape's folder (config.json only, dummy weights) with a context that holds W3: the
+    llama3-8b shape's own context is 8,192 tokens, under W3's 16,000-token prompts. Same shape,
+    plain RoPE over 32,768 positions, so the per-step cost is unchanged (Llama-3.1-8B's shape)."""
+    from cadence.models.config import NAMED_SHAPES
+
+    if model not in NAMED_SHAPES or NAMED_SHAPES[model].get("max_position_embeddings", 0) >= MAX_MODEL_LEN:
+        return model
+    folder = out / f"{model}-32k"
+    folder.mkdir(parents=True, exist_ok=True)
+    arch = NAMED_SHAPES[model]["architectures"][0]
+    cfg = {**NAMED_SHAPES[model], "max_position_embeddings": 32768,
+           "model_type": "qwen3" if arch.startswith("Qwen3") else "llama", "torch_dtype": "bfloat16"}
+    (folder / "config.json").write_text(json.dumps(cfg, indent=1) + "\n")
+    return str(folder)
+
+
 def start_server(policy: str, budget: int, model: str, log: Path, max_model_len: int = MAX_MODEL_LEN
                  ) -> tuple[subprocess.Popen, str]:
     port = free_port()
     model_args = [] if model == "builtin" else ["--model", model]  # builtin: CPU smoke test only
     cmd = [sys.executable, "-m", "cadence.cli", "serve", *model_args, "--load-format", "dummy",
            "--policy", policy, "--max-num-batched-tokens", str(budget), "--port", str(port),
-           "--max-queue", "100000", "--log-level", "warning", "--no-access-log", "--max-model-len", str(max_model_len)]
+           "--max-queue", "100000", "--log-level", "warning", "--no-access-log", "--no-enable-prefix-caching", "--max-model-len", str(max_model_len)]
     proc = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=os.environ.copy())  # noqa: SIM115
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 600
@@ -145,6 +165,7 @@ def main() -> int:
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     policies = args.policies.split(",")
+    served = long_context_folder(args.model, args.out)
     per_policy = args.budget_s / len(policies)
     name = args.name or "capacity_" + "_".join(p.replace("-", "") for p in policies)
     results = {}
@@ -152,7 +173,7 @@ def main() -> int:
         policy, budget = POLICIES[key]
         print(f"== {key}", flush=True)
         t0 = time.monotonic()
-        proc, url = start_server(policy, budget, args.model, args.out / f"server-{key}.log", args.max_model_len)
+        proc, url = start_server(policy, budget, served, args.out / f"server-{key}.log", args.max_model_len)
         print(f"   server up in {time.monotonic() - t0:.0f} s", flush=True)
         deadline = t0 + per_policy
         try:

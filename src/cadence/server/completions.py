@@ -75,7 +75,8 @@ class CompletionEndpoint(Endpoint):
         return CompletionResponse(id=run.request_id, model=model, choices=choices, usage=run.usage())
 
     def chunks(self, run: Run, model: str, index: int, out: RequestOutput) -> list[CompletionResponse]:
-        if not (out.new_text or out.finished or out.new_logprobs):
+        untokenized = self.serving.engine.tokenizer is None and out.new_token_ids  # no text ever comes
+        if not (out.new_text or out.finished or out.new_logprobs or untokenized):
             return []  # text held back (a partial character or a possible stop string)
         c = run.choices[index]
         lps = None
