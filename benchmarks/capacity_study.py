@@ -119,6 +119,7 @@ def study_one(url: str, workload: str, args: argparse.Namespace, out: Path, dead
         if time.monotonic() > deadline:
             raise TimeoutError("study time budget spent")
         t0 = time.monotonic()
+        prep.fresh_prompts(len(summaries))  # new contents per point: no prefix-cache carry-over
         specs = wl.assign_arrivals(prep.specs, arr.with_rate(rate), args.seed)
         result, _ = prep.execute(specs, f"{workload} {rate:.3g}/s")
         summary = m.summarize(result.records, prep.summary_options)

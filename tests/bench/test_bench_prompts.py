@@ -63,3 +63,24 @@ def test_request_body_asks_for_exact_output_and_usage():
     )
     assert plain["messages"] == [{"role": "user", "content": "hi"}]
     assert "min_tokens" not in plain and "ignore_eos" not in plain and "stream_options" not in plain
+
+
+def test_capacity_points_get_fresh_prompts_of_the_same_lengths():
+    """A server with prefix caching must not serve a later capacity point's prompts from an
+    earlier point's cache: each point gets new contents, the same lengths."""
+    import argparse
+
+    from cadence.bench.cli import PreparedRun, add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--url", "http://127.0.0.1:9", "--model", "m", "--workload", "W2",
+                              "--num-prompts", "6", "--prompt-format", "ids", "--no-progress"])
+    prep = PreparedRun(args)
+    first = list(prep.prompts)
+    prep.fresh_prompts(1)
+    second = list(prep.prompts)
+    assert [p.tokens for p in first] == [p.tokens for p in second]
+    assert all(a.token_ids != b.token_ids for a, b in zip(first, second, strict=True))
+    prep.fresh_prompts(0)
+    assert [p.token_ids for p in prep.prompts] == [p.token_ids for p in first]

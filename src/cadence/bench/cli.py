@@ -52,11 +52,22 @@ class PreparedRun:
             raise ValueError("--prompt-format ids needs the completions endpoint")
         fixed_ids = any(s.prompt_token_ids is not None for s in self.specs)
         send_ids = args.prompt_format == "ids" or (args.prompt_format == "auto" and fixed_ids and not chat)
-        factory = PromptFactory(self.tokenizer, args.seed, send_ids)
-        self.prompts = [factory.build(s) for s in sorted(self.specs, key=lambda s: s.request_id)]
+        self._factory = lambda seed: PromptFactory(self.tokenizer, seed, send_ids)
+        self.prompts = self._build_prompts(args.seed)
         model = args.model or _discover_model(args.base_url, args.api_key)
         self.endpoint = options.endpoint_config(args, model)
         self.summary_options = m.SummaryOptions(options.deadlines(args), options.request_slo(args))
+
+    def _build_prompts(self, seed: int | str) -> list:
+        factory = self._factory(seed)
+        return [factory.build(s) for s in sorted(self.specs, key=lambda s: s.request_id)]
+
+    def fresh_prompts(self, point: int) -> None:
+        """New prompt contents with the same lengths for the `point`-th run against one server, so
+        that a server with prefix caching cannot serve a later point's prompts from an earlier
+        point's cache (that would fake a short prefill). Workloads that fix their prompts (W1 ids,
+        ShareGPT text) keep them."""
+        self.prompts = self._build_prompts(self.args.seed if point == 0 else f"{self.args.seed}/point{point}")
 
     def config(self) -> dict:
         cfg = {k: v for k, v in vars(self.args).items() if k not in ("api_key", "dir")}
@@ -181,6 +192,7 @@ def _capacity(args: argparse.Namespace) -> int:
             print(f"reusing {len(cache)} cached points from {state_file}", file=sys.stderr)
 
     def evaluate(rate: float) -> dict:
+        prep.fresh_prompts(len(cache))  # a prefix cache must not carry one point's prompts into the next
         specs = wl.assign_arrivals(prep.specs, arr.with_rate(rate), args.seed)
         result, interrupted = prep.execute(specs, f"rate {rate:.4g}/s")
         if interrupted:

@@ -84,7 +84,7 @@ def load_tokenizer(path: str | None) -> Tokenizer | None:
 class PromptFactory:
     """Builds the prompt for each spec; `exact` is False on a prompt whose length is only estimated."""
 
-    def __init__(self, tokenizer: Tokenizer | None, seed: int = 0, send_ids: bool = False) -> None:
+    def __init__(self, tokenizer: Tokenizer | None, seed: int | str = 0, send_ids: bool = False) -> None:
         self.tokenizer = tokenizer
         self.seed = seed
         self.send_ids = send_ids  # completions endpoint with token-id prompts: exact with no tokenizer at all
