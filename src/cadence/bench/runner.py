@@ -113,7 +113,9 @@ class Runner:
     async def _warm(self, client: BenchClient) -> None:
         """Concurrent one-token requests before the clock starts: they open (keep-alive) connections
         and wake the server, so the measured run pays neither TCP setup nor first-request costs."""
-        prompt = Prompt(1, text="hi")
+        # The same form as the run's prompts: a server without a tokenizer refuses text.
+        first = self.prompts[0] if self.prompts else None
+        prompt = Prompt(1, token_ids=first.token_ids[:1]) if first and first.token_ids else Prompt(1, text="hi")
         done = await asyncio.gather(*(client.send(f"warmup-{i}", 0.0, prompt, 1) for i in range(self.warmup)))
         failed = sum(not record.ok for record, _ in done)
         self.result.notes.append(
