@@ -92,3 +92,20 @@ def test_http_front_end_over_replicas(pool):
     assert [a - b for a, b in zip(pool.routed, before, strict=True)] == [3, 2]  # the bad prompt never routes
     assert not pool.is_running  # the app's shutdown stopped the replicas, cleanly
     assert [rep.proc.exitcode for rep in pool.replicas] == [0, 0]
+
+
+def test_serve_and_generate_flags():
+    import argparse
+
+    from cadence.engine import cli as generate_cli
+    from cadence.server import cli as serve_cli
+
+    serve = argparse.ArgumentParser()
+    serve_cli.add_arguments(serve)
+    args = serve.parse_args(["--replicas", "3", "--router", "kv_aware", "--tensor-parallel-size", "2"])
+    assert (args.replicas, args.router, args.tensor_parallel_size) == (3, "kv_aware", 2)
+    with pytest.raises(SystemExit):
+        serve.parse_args(["--router", "random"])
+    generate = argparse.ArgumentParser()
+    generate_cli.add_arguments(generate)
+    assert generate.parse_args(["--prompt", "x", "--tensor-parallel-size", "2"]).tensor_parallel_size == 2

@@ -156,3 +156,23 @@ def test_worker_failure_is_a_clear_error_and_shutdown_is_clean(checkpoints):
     procs = list(engine.tp.procs)
     engine.shutdown()
     assert [p.exitcode for p in procs] == [0]
+
+
+def test_a_hung_worker_times_out_instead_of_hanging(checkpoints):
+    import os
+    import signal
+
+    engine = LLMEngine(EngineConfig(load=ModelLoadConfig(model=str(checkpoints["llama"]), dtype="float32"),
+                                    cache=CacheConfig(num_blocks=64),
+                                    parallel=ParallelConfig(tensor_parallel_size=2, distributed_timeout=8.0)))
+    proc = engine.tp.procs[0]
+    os.kill(proc.pid, signal.SIGSTOP)  # alive, but never joins the next collective
+    try:
+        engine.add_request("a", list(range(10)), SamplingParams(max_tokens=2))
+        t = time.perf_counter()
+        with pytest.raises(TensorParallelError, match="collective failed"):
+            engine.step()
+        assert time.perf_counter() - t < 30
+    finally:
+        proc.kill()
+        engine.shutdown()

@@ -32,15 +32,12 @@ STOP = b""  # the message that ends a worker
 
 def worker_env(device_type: str, size: int) -> dict[str, str]:
     """Environment every rank needs: NVLink multicast off (our GPU hosts' rule), and on CPU an
-    equal share of the cores so that ranks do not oversubscribe them."""
+    equal share of this process's threads (all the cores, or a replica's share of them) so that
+    the ranks do not oversubscribe the cores."""
     env = {"NCCL_NVLS_ENABLE": "0"}
     if device_type == "cpu":
-        env["OMP_NUM_THREADS"] = str(cpu_threads(size))
+        env["OMP_NUM_THREADS"] = str(max(1, torch.get_num_threads() // size))
     return env
-
-
-def cpu_threads(ways: int) -> int:
-    return max(1, (os.cpu_count() or 1) // ways)
 
 
 def init_process_group(device_type: str, rank: int, size: int, port: int, timeout: float) -> None:
@@ -74,6 +71,7 @@ class TensorParallelGroup:
         self.procs = procs
         self.conns = conns  # conns[i] talks to rank i + 1
         self._threads_before = torch.get_num_threads()
+        self._env_before: dict[str, str | None] = {}
         self.closed = False
 
     @classmethod
@@ -85,6 +83,7 @@ class TensorParallelGroup:
         size = config.parallel.tensor_parallel_size
         timeout = config.parallel.distributed_timeout
         env = worker_env(device.type, size)
+        env_before = {k: os.environ.get(k) for k in env}
         os.environ.update(env)  # rank 0 uses NCCL too; spawned workers inherit the rest
         port = _free_port()
         ctx = mp.get_context("spawn")
@@ -98,10 +97,11 @@ class TensorParallelGroup:
             procs.append(proc)
             conns.append(ours)
         group = cls(size, device.type, timeout, procs, conns)
+        group._env_before = env_before
         try:
             group._wait_for("joining", timeout)
             if device.type == "cpu":
-                torch.set_num_threads(cpu_threads(size))
+                torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
             else:
                 torch.cuda.set_device(device)  # NCCL binds each rank to its current device
             init_process_group(device.type, 0, size, port, timeout)
@@ -149,9 +149,10 @@ class TensorParallelGroup:
             if not proc.is_alive():
                 raise TensorParallelError(f"tensor-parallel rank {rank} exited (code {proc.exitcode})")
 
-    def failure(self, exc: BaseException, wait: float = 5.0) -> TensorParallelError:
+    def failure(self, exc: BaseException, wait: float = 2.0) -> TensorParallelError:
         """The error to raise when a collective on the driver failed: a worker's own report if it
-        sends one within `wait` seconds (its traceback says why), else the collective's error."""
+        sends one within `wait` seconds (a failing worker reports before it exits), else the
+        collective's own error (a timeout, for a worker that hangs)."""
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             try:
@@ -182,3 +183,8 @@ class TensorParallelGroup:
             dist.destroy_process_group()
         if self.device_type == "cpu":
             torch.set_num_threads(self._threads_before)
+        for k, v in self._env_before.items():  # NCCL_NVLS_ENABLE included: set only while we ran
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

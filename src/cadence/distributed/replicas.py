@@ -308,7 +308,8 @@ class ReplicaPool:
                     entry = self._acks.pop(msg[1], None)
                 if entry is not None:
                     loop, fut = entry
-                    loop.call_soon_threadsafe(lambda f=fut, e=msg[2]: f.done() or f.set_result(e))
+                    with contextlib.suppress(RuntimeError):  # the caller's loop is closed: nobody waits
+                        loop.call_soon_threadsafe(lambda f=fut, e=msg[2]: f.done() or f.set_result(e))
             elif kind == "step_failed":
                 logger.error("replica %d: a step failed; ending its requests\n%s", i, msg[2])
                 self.num_step_failures += 1
@@ -323,7 +324,8 @@ class ReplicaPool:
         with self._lock:  # adds still waiting for this replica's ack
             pending = list(self._acks.items())
         for _, (loop, fut) in pending:
-            loop.call_soon_threadsafe(lambda f=fut: f.done() or f.set_exception(EngineDeadError("replica gone")))
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(lambda f=fut: f.done() or f.set_exception(EngineDeadError("replica gone")))
 
     def _deliver(self, i: int, outputs: list[RequestOutput], stats: dict[str, float]) -> None:
         puts = []

@@ -17,13 +17,12 @@ def worker_main(config: Any, rank: int, port: int, conn: Connection) -> None:
     try:
         import torch
 
-        from cadence.distributed.group import init_process_group, worker_env
+        from cadence.distributed.group import init_process_group
         from cadence.engine.llm_engine import LLMEngine, _resolve_device
 
         device = _resolve_device(config.load.device)
-        os.environ.update(worker_env(device.type, size))
-        if device.type == "cpu":
-            torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+        if device.type == "cpu":  # the driver put this rank's share of the threads in our environment
+            torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
         else:
             torch.cuda.set_device(rank)
         conn.send(("joining", None))
