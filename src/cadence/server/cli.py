@@ -65,7 +65,11 @@ def run(args: argparse.Namespace) -> int:
     # uvicorn re-raises the signal that stopped it once it is done; a no-op handler keeps exit code 0.
     signal.signal(signal.SIGTERM, lambda *_: None)
     logger.info("serving %s on http://%s:%d/v1", engine.model_name, config.host, config.port)
-    server.run()
+    try:
+        server.run()
+    finally:
+        if isinstance(engine, AsyncEngine):  # its loop has stopped: free the cache, stop any TP workers
+            engine.engine.shutdown()
     return 0
 
 
