@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from cadence.config_args import add_dataclass_args, dataclass_from_args
@@ -37,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
     from cadence.engine.config import EngineConfig, ModelLoadConfig, ParallelConfig
     from cadence.engine.llm_engine import LLMEngine
 
+    # Progress to stderr (the first run converts the built-in model, ~20 s); the text goes to stdout.
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
     try:
         params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
                                 top_k=args.top_k, min_p=args.min_p, seed=args.sampling_seed,
