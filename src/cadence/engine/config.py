@@ -13,7 +13,7 @@ class ModelLoadConfig:
 
     model: str | None = field(
         default=None,
-        metadata={"help": "local Hugging Face folder, a named shape (qwen3-0.6b, llama3-8b, llama2-70b) with "
+        metadata={"help": "local Hugging Face folder, a named shape (qwen3-0.6b, llama3-8b, llama3-70b, llama2-70b) with "
                           "--load-format dummy, or none for the built-in SmolLM2-135M-Instruct"},
     )
     tokenizer: str | None = field(default=None, metadata={"help": "tokenizer folder (default: the model's)"})

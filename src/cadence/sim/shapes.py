@@ -7,15 +7,8 @@ from dataclasses import dataclass
 
 from cadence.models.config import NAMED_SHAPES, ModelConfig
 
-# llama3-70b is not among the engine's named shapes (models/ is not the simulator's to edit); its
-# shape is public (Meta's config.json), so the simulator carries it here.
 SIM_SHAPES: dict[str, dict] = {
     **NAMED_SHAPES,
-    "llama3-70b": {
-        "architectures": ["LlamaForCausalLM"], "hidden_size": 8192, "intermediate_size": 28672,
-        "num_hidden_layers": 80, "num_attention_heads": 64, "num_key_value_heads": 8, "vocab_size": 128256,
-        "max_position_embeddings": 8192, "rope_theta": 500000.0, "rms_norm_eps": 1e-5, "eos_token_id": 128001,
-    },
     # A toy shape for CPU profiling smoke tests.
     "sim-tiny": {
         "architectures": ["LlamaForCausalLM"], "hidden_size": 64, "intermediate_size": 128,
