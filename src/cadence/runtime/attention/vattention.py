@@ -148,6 +148,11 @@ class VAttentionBackend(AttentionBackend):
         spare = self.premapped.pop((slot, pos), None)
         if spare is not None:
             self.spares.append(spare)
+        self._remap(slot, pos, pages)
+
+    def _remap(self, slot: int, pos: int, pages: list[int]) -> None:
+        """Queue the maps that make block position `pos` of `slot` show `pages` (unmapping what
+        differs now; the maps go to the driver in one batch at the next flush)."""
         for i, page in enumerate(pages):
             off = self._offset(slot, pos, i)
             cur = self.vm.mapped_page(off)
@@ -207,14 +212,7 @@ class VAttentionBackend(AttentionBackend):
                 if not self.spares:
                     return
                 pages = self.spares.pop()
-                for i, page in enumerate(pages):
-                    off = self._offset(slot, pos, i)
-                    cur = self.vm.mapped_page(off)
-                    if cur == page:
-                        continue
-                    if cur is not None:
-                        self.vm.unmap(off)
-                    self._pending.append((off, page))
+                self._remap(slot, pos, pages)
                 self.premapped[(slot, pos)] = pages
 
     def free_requests(self, request_ids: Iterable[str]) -> None:
