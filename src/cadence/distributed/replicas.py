@@ -19,13 +19,13 @@ import multiprocessing as mp
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from cadence.core.sampling_params import SamplingParams
 from cadence.distributed.router import ReplicaLoad, make_router
-from cadence.engine.async_engine import EngineDeadError, QueueFullError, RequestStream
+from cadence.engine.async_engine import EngineDeadError, QueueFullError, RequestStream, StreamingEngine
 from cadence.engine.config import EngineConfig
 from cadence.engine.outputs import RequestOutput
 
@@ -100,7 +100,7 @@ class _ModelFacts:
         self.model_config = model_config
 
 
-class ReplicaPool:
+class ReplicaPool(StreamingEngine):
     def __init__(self, config: EngineConfig, num_replicas: int, router: str = "round_robin",
                  max_queue: int | None = None, start_timeout: float = 600.0,
                  transport: Callable[[int], ReplicaTransport] | None = None) -> None:
@@ -226,15 +226,6 @@ class ReplicaPool:
             kind, message = error
             raise QueueFullError(message) if kind == "queue_full" else ValueError(message)
         return stream
-
-    async def generate(self, request_id: str, prompt: str | list[int],
-                       params: SamplingParams) -> AsyncIterator[tuple[int, RequestOutput]]:
-        stream = await self.add(request_id, prompt, params)
-        try:
-            async for item in stream:
-                yield item
-        finally:
-            stream.abort()
 
     # -- RequestStream's side door -------------------------------------------------------------
     def _submit(self, command: Callable[[], None]) -> None:

@@ -82,7 +82,25 @@ class RequestStream:
         return True
 
 
-class AsyncEngine:
+class StreamingEngine:
+    """What the server needs beyond `add`: one way to consume a request's outputs (shared by the
+    single engine and the replica pool)."""
+
+    async def add(self, request_id: str, prompt: str | list[int], params: SamplingParams) -> RequestStream:
+        raise NotImplementedError
+
+    async def generate(self, request_id: str, prompt: str | list[int],
+                       params: SamplingParams) -> AsyncIterator[tuple[int, RequestOutput]]:
+        """Yield `(index, output)` until all n sequences finish; abort if the consumer goes away."""
+        stream = await self.add(request_id, prompt, params)
+        try:
+            async for item in stream:
+                yield item
+        finally:
+            stream.abort()
+
+
+class AsyncEngine(StreamingEngine):
     def __init__(self, engine: LLMEngine, max_queue: int | None = None) -> None:
         self.engine = engine
         self.max_queue = max_queue
@@ -150,16 +168,6 @@ class AsyncEngine:
             stream.abort()  # the add may still land: abort follows it through the same queue
             raise
         return stream
-
-    async def generate(self, request_id: str, prompt: str | list[int],
-                       params: SamplingParams) -> AsyncIterator[tuple[int, RequestOutput]]:
-        """Yield `(index, output)` until all n sequences finish; abort if the consumer goes away."""
-        stream = await self.add(request_id, prompt, params)
-        try:
-            async for item in stream:
-                yield item
-        finally:
-            stream.abort()
 
     # -- plumbing -----------------------------------------------------------------------------
     def _submit(self, command: Callable[[], None]) -> None:
