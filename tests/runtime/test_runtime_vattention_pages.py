@@ -19,6 +19,7 @@ from cadence.core.sampling_params import SamplingParams
 from cadence.core.scheduler import make_scheduler
 from cadence.models.config import ModelConfig
 from cadence.models.loader import load_model
+from cadence.runtime.attention import flash
 from cadence.runtime.attention import vattention as va
 from cadence.runtime.attention.torch_ref import TorchAttentionBackend
 from cadence.runtime.step_batch import build_step_batch
@@ -90,7 +91,7 @@ class FakeVM:
         self.stats.pages_released = self.stats.pages_created
 
 
-def sdpa_varlen(q, k, v, cu_q, cu_k, max_q, max_k, seqused, scale, block_table=None):
+def sdpa_varlen(q, k, v, cu_q, cu_k, max_q, max_k, seqused, scale, block_table=None, causal=True):
     out = torch.empty_like(q)
     rep = q.shape[1] // k.shape[1]
     for b in range(len(seqused)):
@@ -99,6 +100,8 @@ def sdpa_varlen(q, k, v, cu_q, cu_k, max_q, max_k, seqused, scale, block_table=N
         vals = v[ks:ks + n].transpose(0, 1).repeat_interleave(rep, 0)
         qq = q[qs:qe].transpose(0, 1)
         mask = torch.arange(n)[None, :] <= torch.arange(n - (qe - qs), n)[:, None]
+        if not causal:
+            mask = torch.ones_like(mask)
         out[qs:qe] = F.scaled_dot_product_attention(qq, keys, vals, attn_mask=mask, scale=scale).transpose(0, 1)
     return out
 
@@ -108,14 +111,16 @@ def fake_backend(monkeypatch):
     monkeypatch.setattr(va.VAttentionBackend, "_check_device", staticmethod(lambda device: None))
     monkeypatch.setattr(va.VAttentionBackend, "_reserve", lambda self, n: FakeVM(n))
     monkeypatch.setattr(va, "flash_varlen", sdpa_varlen)
+    monkeypatch.setattr(flash, "flash_varlen", sdpa_varlen)  # under flash_decode
     monkeypatch.setattr(va, "NUM_SPARES", 3)  # few spares: exercise running out of them
 
 
 def config() -> ModelConfig:
-    # 4 layers x 8 KV heads x 64 dims x K,V x fp32 = 16 KiB a token: 128 tokens a page, block 128
+    # 4 layers x 8 KV heads x 64 dims x K,V x fp32 = 16 KiB a token: 128 tokens a page, block 128;
+    # 16 query heads, so decodes take the grouped-query packing of flash_decode
     return ModelConfig.from_dict({
         "architectures": ["Qwen3ForCausalLM"], "hidden_size": 128, "intermediate_size": 256,
-        "num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 8, "head_dim": 64,
+        "num_hidden_layers": 4, "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 64,
         "vocab_size": 300, "max_position_embeddings": MAX_LEN,
     })
 
@@ -194,3 +199,22 @@ def test_vattention_pages_match_torch_on_cpu(fake_backend, budget, num_blocks, s
     acc = backend.page_accounting()
     assert acc["accounted"] == acc["distinct"] == acc["pages"], acc
     assert acc["mappings"] == 1, acc
+
+
+@pytest.mark.parametrize("heads,kv_heads", [(16, 8), (32, 8), (8, 8), (14, 2)])
+def test_flash_decode_packing_equals_per_head_attention(monkeypatch, heads, kv_heads):
+    """flash_decode's grouped-query packing (query heads as rows, non-causal) against plain
+    causal varlen attention of one query token per request, on strided keys like vattention's."""
+    monkeypatch.setattr(flash, "flash_varlen", sdpa_varlen)
+    gen = torch.Generator().manual_seed(heads * 100 + kv_heads)
+    B, D, slot = 5, 16, 40
+    ctx = torch.tensor([1, 7, 40, 23, 2], dtype=torch.int32)
+    rows = torch.randn(B * slot, 2, kv_heads, D, generator=gen)  # K and V of a token side by side
+    k, v = rows[:, 0], rows[:, 1]
+    q = torch.randn(B, heads, D, generator=gen)
+    cu_k = torch.arange(B + 1, dtype=torch.int32) * slot
+    plain = sdpa_varlen(q, k, v, torch.arange(B + 1, dtype=torch.int32), cu_k, 1, slot, ctx, 0.25)
+    packed = flash.flash_decode(q, k, v, flash.packed_cu_q(B, heads // kv_heads, torch.device("cpu")), cu_k,
+                                slot, ctx, 0.25)
+    assert packed.shape == plain.shape
+    torch.testing.assert_close(packed, plain, rtol=1e-5, atol=1e-5)

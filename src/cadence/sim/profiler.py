@@ -205,12 +205,14 @@ def _profile_attention(prof, s, device, dtype, grid, timer, open_group, out_of_t
             q = torch.randn(b, s.heads, s.head_dim, device=device, dtype=dtype)
             k = torch.randn(b * c, s.kv_heads, s.head_dim, device=device, dtype=dtype)
             v = torch.randn_like(k)
-            if cuda:
-                cu_q = torch.arange(b + 1, device=device, dtype=torch.int32)
-                cu_k = cu_q * c
+            if cuda:  # the engine's decode call: grouped query heads packed as rows
+                from cadence.runtime.attention.flash import flash_decode, packed_cu_q
+
+                cu_q = packed_cu_q(b, rep, device)
+                cu_k = torch.arange(b + 1, device=device, dtype=torch.int32) * c
                 used = torch.full((b,), c, device=device, dtype=torch.int32)
                 fn = (lambda q=q, k=k, v=v, cu_q=cu_q, cu_k=cu_k, used=used, c=c:
-                      _attn(q, k, v, cu_q, cu_k, 1, c, used, scale, device))
+                      flash_decode(q, k, v, cu_q, cu_k, c, used, scale))
             else:
                 qt = q[:, :, None, :]
                 kt = k.view(b, c, s.kv_heads, s.head_dim).repeat_interleave(rep, 2).transpose(1, 2)

@@ -25,7 +25,7 @@ import torch
 from cadence.models.config import ModelConfig
 from cadence.runtime import kernels
 from cadence.runtime.attention.base import AttentionBackend, StepAttention
-from cadence.runtime.attention.flash import flash_varlen
+from cadence.runtime.attention.flash import flash_decode, flash_varlen, packed_cu_q
 from cadence.runtime.step_batch import StepBatch
 from cadence.runtime.vmm import PAGE_SIZE, VirtualMemory, VMMError
 
@@ -138,6 +138,8 @@ class VAttentionBackend(AttentionBackend):
         n = self.max_num_seqs
         self.graph_meta = torch.zeros(3, n + 1, dtype=torch.int32, device=device)
         self.graph_meta[0] = torch.arange(n + 1, dtype=torch.int32, device=device)
+        # decodes pack grouped query heads into query rows (see flash_decode)
+        self.cu_q_packed = packed_cu_q(n, config.num_heads // H, device)
 
     # -- pages ---------------------------------------------------------------------------------
     def _offset(self, slot: int, block_pos: int, i: int = 0) -> int:
@@ -243,6 +245,17 @@ class VAttentionBackend(AttentionBackend):
 
         return attn
 
+    def _decode_attention(self, write_idx: torch.Tensor, cu_q_packed: torch.Tensor, cu_k: torch.Tensor,
+                          seqused: torch.Tensor, max_k: int) -> StepAttention:
+        k_layers, v_layers, scale = self.k_layers, self.v_layers, self.scale
+
+        def attn(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            kc, vc = k_layers[layer], v_layers[layer]
+            _write(k, v, kc, vc, write_idx)
+            return flash_decode(q, kc, vc, cu_q_packed, cu_k, max_k, seqused, scale)
+
+        return attn
+
     def _slots_of(self, batch: StepBatch) -> list[int]:
         kv = batch.kv
         assert kv is not None, "vattention needs the KV manager's block lists"
@@ -272,6 +285,8 @@ class VAttentionBackend(AttentionBackend):
         bases = meta[1, :B].long()
         if batch.is_decode_only:
             write_idx = bases + batch.positions
+            return self._decode_attention(write_idx, self.cu_q_packed[:B + 1], meta[1], meta[2, :B],
+                                          max(batch.context_lens))
         else:
             write_idx = torch.repeat_interleave(bases, meta[3, :B].long(), output_size=batch.num_tokens)
             write_idx += batch.positions
@@ -291,7 +306,7 @@ class VAttentionBackend(AttentionBackend):
         meta[1, :bucket] = self.scratch_slot * self.max_ctx
         meta[2, :bucket] = 1
         meta[1, bucket] = (self.num_slots + 1) * self.max_ctx
-        cu_q, cu_k, used = meta[0, :bucket + 1], meta[1, :bucket + 1], meta[2, :bucket]
+        cu_q, cu_k, used = self.cu_q_packed[:bucket + 1], meta[1, :bucket + 1], meta[2, :bucket]
         k_layers, v_layers, scale, max_ctx = self.k_layers, self.v_layers, self.scale, self.max_ctx
         state: dict[str, torch.Tensor] = {}
 
@@ -300,7 +315,7 @@ class VAttentionBackend(AttentionBackend):
                 state["idx"] = meta[1, :bucket].long() + positions
             kc, vc = k_layers[layer], v_layers[layer]
             _write(k, v, kc, vc, state["idx"])
-            return flash_varlen(q, kc, vc, cu_q, cu_k, 1, max_ctx, used, scale)
+            return flash_decode(q, kc, vc, cu_q, cu_k, max_ctx, used, scale)
 
         return attn
 
