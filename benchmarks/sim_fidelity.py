@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import subprocess
 import sys
 import time
@@ -54,19 +55,23 @@ def point_name(model: str, policy: str, rate: float, budget: int) -> str:
 
 
 def measure_point(model: str, policy: str, rate: float, n: int, budget: int, port: int, out: Path,
-                  max_model_len: int) -> Path:
+                  max_model_len: int, serve_args: list[str] | None = None, tag: str = "") -> Path:
     url = f"http://127.0.0.1:{port}"
-    log = open(out / f"serve_{point_name(model, policy, rate, budget)}.log", "wb")  # noqa: SIM115
+    name = point_name(model, policy, rate, budget) + tag
+    log = open(out / f"serve_{name}.log", "wb")  # noqa: SIM115
+    trace = out / f"steps_{name}.csv"  # the engine's own step trace, written when it shuts down
     model_args = [] if model == "builtin" else ["--model", model]  # builtin: CPU smoke test only
     serve = subprocess.Popen([sys.executable, "-m", "cadence.cli", "serve", *model_args, "--load-format", "dummy",
                               "--policy", policy, "--max-num-batched-tokens", str(budget), "--port", str(port),
-                              "--max-model-len", str(max_model_len), "--log-level", "warning", "--no-access-log"],
-                             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+                              "--max-model-len", str(max_model_len), "--log-level", "warning", "--no-access-log",
+                              *(serve_args or [])],
+                             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                             env={**os.environ, "CADENCE_STEP_TRACE": str(trace)})
     t0 = time.time()
     try:
         _wait_ready(url, serve)
         print(f"serve {model} {policy} ready in {time.time() - t0:.0f} s", flush=True)
-        real = out / point_name(model, policy, rate, budget)
+        real = out / name
         _cadence("bench", "--base-url", url, "--workload", "W2", "--num-prompts", str(n), "--request-rate", str(rate),
                  "--seed", "0", "--prompt-format", "ids", "--result-dir", str(real), "--no-plots", "--no-progress",
                  "--warmup-requests", "4")
@@ -74,7 +79,7 @@ def measure_point(model: str, policy: str, rate: float, n: int, budget: int, por
         serve.terminate()
         serve.wait(60)
     meta = {"model": model, "policy": policy, "rate": rate, "requests": n, "max_num_batched_tokens": budget,
-            "max_model_len": max_model_len}
+            "max_model_len": max_model_len, "serve_args": serve_args or []}
     (real / "point.json").write_text(json.dumps(meta) + "\n")
     return real
 
@@ -125,6 +130,8 @@ def main() -> None:
     m.add_argument("--port", type=int, default=8011)
     m.add_argument("--max-model-len", type=int, default=8192)
     m.add_argument("--out", type=Path, default=RESULTS / "sim_fidelity_runs")
+    m.add_argument("--serve-arg", action="append", default=[], help="extra argument for cadence serve")
+    m.add_argument("--tag", default="", help="suffix of the run's folder name (e.g. the serve args' meaning)")
     c = sub.add_parser("compare")
     c.add_argument("--runs", type=Path, default=RESULTS / "sim_fidelity_runs")
     c.add_argument("--profiles", type=Path, default=ROOT / "benchmarks" / "profiles")
@@ -140,7 +147,7 @@ def main() -> None:
             model, policy, rate, *budget = spec.split(":")
             try:
                 measure_point(model, policy, float(rate), args.requests, int(budget[0]) if budget else args.budget,
-                              args.port, args.out, args.max_model_len)
+                              args.port, args.out, args.max_model_len, args.serve_arg, args.tag)
             except Exception as exc:  # keep the other points
                 print(f"point {spec} failed: {type(exc).__name__}: {exc}", flush=True)
         return

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +26,9 @@ from cadence.runtime.model_runner import ModelRunner
 
 logger = logging.getLogger("cadence.engine")
 GiB = 1 << 30
+STEP_TRACE_ENV = "CADENCE_STEP_TRACE"  # a CSV path: the engine writes its step trace there at shutdown
+STEP_TRACE_FIELDS = ("start", "schedule_s", "prepare_s", "execute_s", "update_s", "num_seqs", "num_decodes",
+                     "num_prefill_tokens", "num_context_tokens", "graphed")
 
 
 def resolve_model(model: str | None, load_format: str) -> tuple[ModelConfig, Path | None]:
@@ -100,6 +105,8 @@ class LLMEngine:
         self._detok: dict[str, IncrementalDetokenizer] = {}
         self.num_prompt_tokens_total = 0
         self.num_generation_tokens_total = 0
+        # one row per step (STEP_TRACE_FIELDS), the last 200k: where a served step's time goes
+        self.step_trace: deque[tuple] = deque(maxlen=200_000)
         logger.info("engine ready: %s on %s (%s), %d KV blocks x %d tokens, policy %s, backend %s%s",
                     self.model_name, self.device, self.dtype, self.kv.num_blocks, self.kv.block_size,
                     config.scheduler.policy, self.runner.attention.name,
@@ -213,8 +220,12 @@ class LLMEngine:
 
     # -- the loop ---------------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
+        t0 = time.perf_counter()
         out = self.scheduler.schedule(self.clock())
+        t1 = time.perf_counter()
+        prep0, replays0 = self.runner.prepare_seconds, self._replays()
         tokens, logprobs = self.runner.execute(out, self.kv)
+        t2 = time.perf_counter()
         now = self.clock()
         self.scheduler.update_from_output(out, tokens, now)
         outputs = []
@@ -249,7 +260,31 @@ class LLMEngine:
                 first_token_time=req.first_token_time, finished_time=req.finished_time,
             ))
         self.last_step = out
+        decodes = prefill = context = 0
+        for s in out.scheduled:
+            context += s.num_computed_tokens + s.num_new_tokens
+            if s.num_new_tokens == 1 and s.num_computed_tokens >= s.request.num_prompt_tokens:
+                decodes += 1
+            else:
+                prefill += s.num_new_tokens
+        prep = self.runner.prepare_seconds - prep0
+        self.step_trace.append((t0, t1 - t0, prep, t2 - t1 - prep, time.perf_counter() - t2, len(out.scheduled),
+                                decodes, prefill, context, int(self._replays() > replays0)))
         return outputs
+
+    def _replays(self) -> int:
+        graphs = getattr(self.runner, "graphs", None)
+        return graphs.num_replays if graphs is not None else 0
+
+    def write_step_trace(self, path: str | Path) -> None:
+        """The step trace as CSV: `start` is perf_counter seconds, so gaps between rows are the time
+        spent outside `step()` (the serving loop's own work)."""
+        import csv
+
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(STEP_TRACE_FIELDS)
+            w.writerows(self.step_trace)
 
     def stats(self) -> dict[str, float]:
         kv = self.kv
@@ -266,6 +301,12 @@ class LLMEngine:
         }
 
     def shutdown(self) -> None:
+        path = os.environ.get(STEP_TRACE_ENV)
+        if path:
+            try:
+                self.write_step_trace(path)
+            except OSError as exc:
+                logger.warning("could not write the step trace to %s: %s", path, exc)
         self.runner.shutdown()
 
 

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
                                      scheduler=dataclass_from_args(SchedulerConfig, args),
                                      cache=dataclass_from_args(CacheConfig, args),
                                      parallel=dataclass_from_args(ParallelConfig, args))
-        if config.replicas > 1:
+        if config.replicas > 1 or config.engine_process:
             from cadence.distributed.replicas import ReplicaPool
 
             engine = ReplicaPool(engine_config, config.replicas, config.router, max_queue=config.max_queue)

@@ -28,6 +28,9 @@ class ServerConfig:
     replicas: int = field(
         default=1, metadata={"help": "engine replicas, each in its own process, behind this one front end"}
     )
+    engine_process: bool = field(default=False, metadata={
+        "help": "run the engine in its own process even with one replica, so the HTTP front end never holds "
+                "the GIL the step loop needs (outputs cross a pipe once a step)"})
     router: str = field(default="round_robin", metadata={
         "help": "how --replicas share requests", "choices": ("round_robin", "least_outstanding", "kv_aware")})
 
