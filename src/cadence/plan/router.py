@@ -79,3 +79,47 @@ class IwrrRouter:
             for node, pos in chosen:  # advance each IWRR pointer past the successor it gave
                 self.pointer[node] = (pos + 1) % len(self.schedule[node])
         return path
+
+
+class SwarmRouter:
+    """SWARM's own scheduler (Ryabinin et al., 2023, appendix C), as the Helix paper runs its Swarm baseline.
+
+    Each node (and the coordinator) knows every node of the next stage (a node whose range starts where
+    its own ends) and picks one by stride scheduling: the successor with the lowest priority wins and its
+    priority grows by an exponential moving average of the time it took to serve earlier requests
+    (observed once per request, on its prompt pass: send to finished there). No max-flow solution is used.
+    The Helix artifact's settings: initial priority 0.05 s, smoothing 0.8.
+    """
+
+    def __init__(self, placement: Placement, initial_s: float = 0.05, smoothing: float = 0.8) -> None:
+        self.placement = placement
+        self.smoothing = smoothing
+        L = placement.num_layers
+        by_start: dict[int, list[str]] = {}
+        for n, (s, _) in sorted(placement.ranges.items()):
+            by_start.setdefault(s, []).append(n)
+        self.next: dict[str, list[str]] = {SOURCE: by_start.get(0, [])}
+        for n, (_, e) in placement.ranges.items():
+            self.next[n] = [SINK] if e == L else by_start.get(e, [])
+        self.ema = {(a, b): initial_s for a, succ in self.next.items() for b in succ}
+        self.priority = dict.fromkeys(self.ema, 0.0)
+
+    def route(self, fits: Callable[[str, int], bool]) -> list[Hop] | None:
+        path: list[Hop] = []
+        node, layer = SOURCE, 0
+        while layer < self.placement.num_layers:
+            options = [b for b in self.next.get(node, []) if b != SINK and fits(b, self.placement.layers(b))]
+            if not options:
+                return None
+            nxt = min(options, key=lambda b: (self.priority[(node, b)], b))
+            path.append((nxt, layer, self.placement.ranges[nxt][1]))
+            node, layer = nxt, self.placement.ranges[nxt][1]
+        for (a, _, _), (b, _, _) in zip([(SOURCE, 0, 0), *path], path, strict=False):
+            self.priority[(a, b)] += self.ema[(a, b)]
+        return path
+
+    def observe(self, src: str, dst: str, seconds: float) -> None:
+        """A request sent from `src` was served by `dst` `seconds` later."""
+        key = (src, dst)
+        if key in self.ema:
+            self.ema[key] = self.smoothing * seconds + (1 - self.smoothing) * self.ema[key]

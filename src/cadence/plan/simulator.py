@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from cadence.plan.cluster import SINK, SOURCE, Cluster
 from cadence.plan.placement import FlowSolution, Placement
-from cadence.plan.router import Hop, IwrrRouter
+from cadence.plan.router import Hop, IwrrRouter, SwarmRouter
 from cadence.plan.throughput import TOKEN_ID_BYTES, ThroughputModel
 
 
@@ -44,6 +44,7 @@ class Request:
     first_token: float = -1.0
     last_token: float = -1.0
     finished: float = -1.0
+    sent: float = 0.0  # when the current hop's message left the previous node
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class SimResult:
     mean_hops: float
     node_busy: dict[str, float] = field(default_factory=dict)  # busy share of each node in the window
     node_batch: dict[str, float] = field(default_factory=dict)  # mean decode batch per iteration
+    node_hop_s: dict[str, float] = field(default_factory=dict)  # mean decode time per hop: link + wait + iteration
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -65,12 +67,23 @@ def _pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
 
 
+ROUTINGS = ("iwrr", "swarm")
+
+
+def default_routing(placement: Placement) -> str:
+    """The Swarm baseline runs SWARM's own scheduler (as in the Helix paper); everything else IWRR over the flow."""
+    return "swarm" if placement.method == "swarm" else "iwrr"
+
+
 def simulate(cluster: Cluster, tm: ThroughputModel, placement: Placement, flow: FlowSolution,
-             config: SimConfig | None = None) -> SimResult:
+             config: SimConfig | None = None, routing: str | None = None) -> SimResult:
     cfg = config or SimConfig()
     rng = random.Random(cfg.seed)
     wc = tm.config
-    router = IwrrRouter(placement, flow, cfg.min_share)
+    routing = routing or default_routing(placement)
+    if routing not in ROUTINGS:
+        raise ValueError(f"routing must be one of {ROUTINGS}, not {routing!r}")
+    router = SwarmRouter(placement) if routing == "swarm" else IwrrRouter(placement, flow, cfg.min_share)
     kv_free = {n: tm.kv_budget_bytes(cluster.node(n), placement.layers(n)) for n in placement.ranges}
     queue: dict[str, list[tuple[Request, int]]] = {n: [] for n in placement.ranges}
     busy = dict.fromkeys(placement.ranges, False)
@@ -84,6 +97,7 @@ def simulate(cluster: Cluster, tm: ThroughputModel, placement: Placement, flow: 
     busy_s = dict.fromkeys(placement.ranges, 0.0)
     iters = dict.fromkeys(placement.ranges, 0)
     dec_tokens = dict.fromkeys(placement.ranges, 0)
+    hop_s = dict.fromkeys(placement.ranges, 0.0)
 
     def push(t: float, kind: str, payload: object) -> None:
         seq[0] += 1
@@ -102,6 +116,9 @@ def simulate(cluster: Cluster, tm: ThroughputModel, placement: Placement, flow: 
         link = cluster.links[(src, dst)]
         start = max(now, link_free.get((src, dst), 0.0))
         link_free[(src, dst)] = start + nbytes / link.bandwidth_bps
+        if kind == "node":
+            for r, _ in payload if isinstance(payload, list) else [payload]:
+                r.sent = now
         push(start + nbytes / link.bandwidth_bps + link.latency_s, kind, payload)
 
     def admit(now: float) -> None:
@@ -152,6 +169,12 @@ def simulate(cluster: Cluster, tm: ThroughputModel, placement: Placement, flow: 
 
     def finish_iteration(now: float, name: str, items: list[tuple[Request, int]]) -> None:
         busy[name] = False
+        if now >= cfg.warmup_s:
+            hop_s[name] += sum(now - r.sent for r, _ in items if r.generated)
+        if isinstance(router, SwarmRouter):  # SWARM learns each server's delay from prompt passes
+            for r, hop in items:
+                if r.generated == 0:
+                    router.observe(r.route[hop - 1][0] if hop else SOURCE, name, now - r.sent)
         by_dst: dict[str, list[tuple[Request, int]]] = {}
         for r, hop in items:
             dst = r.route[hop + 1][0] if hop + 1 < len(r.route) else SINK
@@ -215,4 +238,5 @@ def simulate(cluster: Cluster, tm: ThroughputModel, placement: Placement, flow: 
         mean_hops=statistics.fmean(hops) if hops else 0.0,
         node_busy={n: round(v / window, 3) for n, v in busy_s.items()},
         node_batch={n: round(dec_tokens[n] / iters[n], 1) for n in iters if iters[n]},
+        node_hop_s={n: round(hop_s[n] / dec_tokens[n], 4) for n in iters if dec_tokens[n]},
     )
