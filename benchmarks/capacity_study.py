@@ -8,7 +8,9 @@ Design of the sweep (to fit about 20 GPU minutes): every evaluated rate keeps it
 each SLO's bisection re-reads those points, so the strict search (P99 TBT <= 50 ms) costs only the
 points the relaxed one (<= 250 ms) did not already run. Each point is a fixed number of requests of
 the same seeded trace with arrival gaps scaled by 1/rate, so neighbouring points differ only in load.
-Both SLOs also require a median scheduling delay <= 2 s, read from the server's own report.
+Both SLOs also require a median scheduling delay <= 2 s, read from the server's own report. The
+server runs its engine in its own process (`--engine-process`), so the HTTP front end never delays a
+step by holding the GIL, and writes the engine's step trace next to its log.
 Prefix caching is off: every point re-sends the same prompts to the same server, so with it on
 every point after the first would find its prompts cached and skip their prefills (the first H100
 run of this script did exactly that: benchmarks/NOTES.md, "Capacity under TBT SLOs").
@@ -67,8 +69,11 @@ def start_server(policy: str, budget: int, model: str, log: Path, max_model_len:
     model_args = [] if model == "builtin" else ["--model", model]  # builtin: CPU smoke test only
     cmd = [sys.executable, "-m", "cadence.cli", "serve", *model_args, "--load-format", "dummy",
            "--policy", policy, "--max-num-batched-tokens", str(budget), "--port", str(port),
-           "--max-queue", "100000", "--log-level", "warning", "--no-access-log", "--no-enable-prefix-caching", "--max-model-len", str(max_model_len)]
-    proc = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=os.environ.copy())  # noqa: SIM115
+           "--max-queue", "100000", "--log-level", "warning", "--no-access-log", "--no-enable-prefix-caching",
+           "--max-model-len", str(max_model_len), "--engine-process"]
+    # the engine in its own process (no GIL shared with the HTTP front end); its step trace for reading stalls
+    env = {**os.environ, "CADENCE_STEP_TRACE": str(log.with_suffix(".steps.csv"))}
+    proc = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env)  # noqa: SIM115
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
