@@ -20,7 +20,7 @@ from cadence.plan.cluster import load_cluster
 from cadence.plan.milp import MilpConfig
 from cadence.plan.model import get_model
 from cadence.plan.planner import plan
-from cadence.plan.simulator import SimConfig, simulate
+from cadence.plan.simulator import SimConfig, default_routing, simulate
 from cadence.plan.throughput import ThroughputModel
 
 CASES = [("helix-24", "llama-30b"), ("helix-24", "llama2-70b"), ("helix-24-geo", "llama-30b"),
@@ -51,6 +51,7 @@ def main() -> None:
         for name, (placement, flow) in {"helix-milp": (m.placement, m.flow), **result.baselines}.items():
             sim = simulate(cluster, tm, placement, flow, sim_cfg)
             rows[name] = {"max_flow": round(flow.value, 1), "latency_budget_s": budgets[name],
+                          "routing": default_routing(placement),
                           "sim_over_planned": round(sim.throughput / flow.value, 3) if flow.value else None,
                           "sim": asdict(sim), "ranges": placement.ranges}
         record = {
@@ -62,7 +63,7 @@ def main() -> None:
                      "lp_bound": m.lp_bound, "gap": m.gap, "solve_s": m.solve_s, "warm_start": m.warm_start,
                      "warm_value": m.warm_value, "binaries": m.num_binaries, "pruned_links": m.pruned_links,
                      "warm_search_s": result.warm_search_s, "latency_budget_s": result.latency_budget_s,
-                     "objective_per_budget_tried": result.tried},
+                     "select_sim_score_per_budget_tried": result.tried, "select_score_s": result.score_s},
             "placements": rows,
         }
         path = out / f"helix_{cluster_name.replace('-', '_')}_{model_name.replace('-', '_').replace('.', '_')}.json"

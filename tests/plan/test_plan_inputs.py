@@ -58,7 +58,7 @@ def test_cli_end_to_end_small(tmp_path, capsys) -> None:
     cli.add_arguments(parser)
     png, js = tmp_path / "f.png", tmp_path / "f.json"
     args = parser.parse_args([str(cluster), "--model", "llama3-8b", "--time-limit-s", "5", "--duration-s", "20",
-                              "--warmup-s", "5", "--png", str(png), "--json", str(js)])
+                              "--warmup-s", "5", "--select-sim-s", "20", "--png", str(png), "--json", str(js)])
     assert cli.run(args) == 0
     out = capsys.readouterr().out
     assert "Helix MILP" in out and "separate" in out

@@ -5,7 +5,7 @@ from __future__ import annotations
 from cadence.plan.cluster import parse_cluster
 from cadence.plan.model import get_model
 from cadence.plan.placement import Placement, max_flow
-from cadence.plan.router import IwrrRouter, iwrr_schedule
+from cadence.plan.router import IwrrRouter, SwarmRouter, iwrr_schedule
 from cadence.plan.simulator import SimConfig, simulate
 from cadence.plan.throughput import ThroughputModel
 
@@ -36,3 +36,15 @@ def test_simulation_produces_tokens_for_both_pipelines() -> None:
     r2 = simulate(cluster, tm, two, max_flow(cluster, two, tm), cfg)
     assert r1.throughput > 0 and r1.requests_done > 0
     assert r2.throughput > 1.6 * r1.throughput
+
+
+def test_swarm_router_prefers_the_faster_server_and_skips_full_ones() -> None:
+    placement = Placement("swarm", {"a": (0, 16), "b": (0, 16), "c": (16, 32)}, 32)
+    router = SwarmRouter(placement)
+    router.observe("source", "a", 0.01)  # a answers 20x faster than b
+    router.observe("source", "b", 0.2)
+    firsts = [router.route(lambda n, k: True)[0][0] for _ in range(40)]
+    assert firsts.count("a") > 4 * firsts.count("b") > 0
+    assert router.route(lambda n, k: n != "a")[0][0] == "b"
+    assert router.route(lambda n, k: n != "c") is None
+    assert router.route(lambda n, k: True)[1] == ("c", 16, 32)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from cadence.config_args import add_dataclass_args, dataclass_from_args
 from cadence.plan.cluster import load_cluster
@@ -31,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpus", help="extra GPU spec table (YAML, same format as configs/gpus.yaml)")
     parser.add_argument("--throughput-table", help="measured tokens/s per layer count (CSV gpu,layers,tokens_per_s or YAML)")
     parser.add_argument("--no-simulate", action="store_true", help="skip the discrete-event simulation")
+    parser.add_argument("--select-sim-s", type=float, default=400.0,
+                        help="simulated seconds that score each candidate placement (0: score by max flow)")
     parser.add_argument("--png", help="write the MILP placement's flow graph here")
     parser.add_argument("--json", help="write placements, flows, gap and simulation results here")
     add_dataclass_args(parser, ThroughputConfig)
@@ -61,7 +63,11 @@ def _run(args: argparse.Namespace) -> int:
     measured = load_measured(args.throughput_table) if args.throughput_table else None
     tm = ThroughputModel(_model(args), dataclass_from_args(ThroughputConfig, args), measured)
     milp_cfg = dataclass_from_args(MilpConfig, args)
-    result = plan(cluster, tm, milp_cfg)
+    sim_cfg = dataclass_from_args(SimConfig, args)
+    select = None
+    if args.select_sim_s > 0:
+        select = replace(sim_cfg, duration_s=args.select_sim_s, warmup_s=args.select_sim_s / 2, arrival_rate=0.0)
+    result = plan(cluster, tm, milp_cfg, select_by=select)
     m = result.milp
     print(f"cluster {cluster.name}: {len(cluster.nodes)} nodes; model {tm.model.name} ({tm.model.num_layers} layers)")
     print(placement_table(cluster, tm, m.placement, m.flow))
@@ -72,7 +78,6 @@ def _run(args: argparse.Namespace) -> int:
         f"warm start {m.warm_start} at {m.warm_value:.0f}; {m.num_binaries} binaries, {m.pruned_links} links pruned"
     )
     rows = {"helix-milp": (m.placement, m.flow), **result.baselines}
-    sim_cfg = dataclass_from_args(SimConfig, args)
     report: dict = {"cluster": cluster.name, "model": asdict(tm.model), "throughput_config": asdict(tm.config),
                     "milp": {k: v for k, v in asdict(m).items() if k not in ("placement", "flow")},
                     "placements": {}}

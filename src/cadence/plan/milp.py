@@ -233,32 +233,6 @@ def solve_milp(cluster: Cluster, tm: ThroughputModel, warm: Placement, config: M
         for x in (a, b):
             if x in hold:
                 m.row(-np.inf, 0, {d: 1, **{v: -1 for v in hold[x].values()}})
-    # latency budget: arrival-time potentials t_i (seconds after the token leaves the coordinator);
-    # a switched link a->b forces t_b >= t_a + hop_a + link_ab, a switched sink link t_a + hop_a + link <= Lambda
-    budget = tm.config.latency_budget_s
-    arrive: dict[str, int] = {}
-    if budget > 0:
-        def step(a: str, b: str) -> dict[int, float]:
-            node = cluster.node(a)
-            link = cluster.links[(a, b)]
-            return {v: tm.hop_time(node, k) + tm.link_time(a, b, link, tm.operating_point(node, k)[1])
-                    for k, v in hold[a].items()}
-        arrive = {n.name: m.var(0, budget) for n in nodes}
-        for (a, b), d in switch.items():
-            if a == SOURCE:
-                m.row(0, np.inf, {arrive[b]: 1, d: -tm.link_time(a, b, cluster.links[(a, b)])})
-                continue
-            st = step(a, b)
-            big = max(st.values(), default=0.0)
-            if b == SINK:
-                m.row(-np.inf, budget + big, {arrive[a]: 1, **st, d: big})
-            else:
-                big += budget
-                row = {arrive[b]: 1, arrive[a]: -1, **{v: -c for v, c in st.items()}, d: -big}
-                m.row(-big, np.inf, row)
-        for n in nodes:
-            hops = {v: tm.hop_time(n, k) for k, v in hold[n.name].items()}
-            m.row(-np.inf, budget, {arrive[n.name]: 1, **hops})
     cut = {flow[e]: float(L) for e in flow if e[0] == SOURCE}
     for n in nodes:
         cut.update({v: -k * tm.capacity(n, k) for k, v in hold[n.name].items()})
@@ -282,18 +256,6 @@ def solve_milp(cluster: Cluster, tm: ThroughputModel, warm: Placement, config: M
         if e in flow:
             x0[flow[e]] = min(v, m.upper[flow[e]])
             x0[switch[e]] = 1
-    if arrive:  # earliest arrival times along the warm start's used links (a DAG by layer)
-        used = sorted((e for e in warm_flow.edges if e in flow), key=lambda e: warm.ranges.get(e[1], (L, L))[0])
-        for a, b in used:
-            if b == SINK:
-                continue
-            if a == SOURCE:
-                t = tm.link_time(a, b, cluster.links[(a, b)])
-            else:
-                node, k = cluster.node(a), warm.layers(a)
-                t = x0[arrive[a]] + tm.hop_time(node, k) + tm.link_time(
-                    a, b, cluster.links[(a, b)], tm.operating_point(node, k)[1])
-            x0[arrive[b]] = max(x0[arrive[b]], t)
 
     def highs(relax: bool) -> highspy.Highs:
         h = highspy.Highs()

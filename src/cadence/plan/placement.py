@@ -81,56 +81,11 @@ def flow_graph(cluster: Cluster, placement: Placement, tm: ThroughputModel,
     return g
 
 
-def route_latencies(g: nx.DiGraph, cluster: Cluster, tm: ThroughputModel) -> dict[str, float]:
-    """Per used node, the longest source -> node -> sink round trip (hop and link times) in `g`."""
-    def hop(v: str) -> float:
-        if v in (SOURCE, SINK):
-            return 0.0
-        name = v.split("/")[0]
-        return tm.hop_time(cluster.node(name), g.graph["layers"][name]) if v.endswith("/in") else 0.0
-
-    def link(u: str, v: str) -> float:
-        if u.endswith("/in"):
-            return 0.0
-        a, b = u.removesuffix("/out"), v.removesuffix("/in")
-        batch = tm.operating_point(cluster.node(a), g.graph["layers"][a])[1] if a != SOURCE else 1.0
-        return tm.link_time(a, b, cluster.links[(a, b)], batch)
-
-    order = list(nx.topological_sort(g))
-    head = dict.fromkeys(order, 0.0)
-    for u in order:
-        for v in g.successors(u):
-            head[v] = max(head[v], head[u] + hop(u) + link(u, v))
-    tail = dict.fromkeys(order, 0.0)
-    for u in reversed(order):
-        for v in g.successors(u):
-            tail[u] = max(tail[u], hop(u) + link(u, v) + tail[v])
-    return {v.removesuffix("/in"): head[v] + tail[v] for v in order if v.endswith("/in")}
-
-
-def latency_feasible_graph(cluster: Cluster, placement: Placement, tm: ThroughputModel,
-                           edges: set[tuple[str, str]] | None = None) -> nx.DiGraph:
-    """The flow graph with nodes on round trips longer than the latency budget removed, longest first."""
-    g = flow_graph(cluster, placement, tm, edges)
-    budget = tm.config.latency_budget_s
-    if budget <= 0:
-        return g
-    g.graph["layers"] = {n: placement.layers(n) for n in placement.ranges}
-    while True:
-        # only nodes that can still reach both ends carry flow
-        live = nx.descendants(g, SOURCE) & nx.ancestors(g, SINK)
-        g.remove_nodes_from([v for v in list(g.nodes) if v not in live and v not in (SOURCE, SINK)])
-        lat = route_latencies(g, cluster, tm)
-        worst = max(lat, key=lambda n: lat[n], default=None)
-        if worst is None or lat[worst] <= budget:
-            return g
-        g.remove_nodes_from([f"{worst}/in", f"{worst}/out"])
-
-
 def max_flow(cluster: Cluster, placement: Placement, tm: ThroughputModel,
              edges: set[tuple[str, str]] | None = None) -> FlowSolution:
-    """Max flow of the placement (only over `edges` if given), with every route within the latency budget."""
-    g = latency_feasible_graph(cluster, placement, tm, edges)
+    """Max flow of the placement (only over `edges` if given). Under a latency budget every node's
+    capacity already fits its layer-proportional share of the round trip, so any route fits."""
+    g = flow_graph(cluster, placement, tm, edges)
     value, flows = nx.maximum_flow(g, SOURCE, SINK)
     edges: dict[tuple[str, str], float] = {}
     for u, targets in flows.items():

@@ -27,6 +27,7 @@ not (calibration: the median measured/roofline ratio of that node type).
 from __future__ import annotations
 
 import csv
+import math
 import statistics
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -56,6 +57,9 @@ class ThroughputConfig:
         default=0.0, metadata={"help": "round-trip time per output token the plan allows (0: the planner picks; <0: none)"}
     )
     hop_wait: float = field(default=0.5, metadata={"help": "mean wait at a busy node, in iterations"})
+    convoys: float = field(
+        default=4.0, metadata={"help": "bunches a node's in-flight requests pass it in per round trip (fitted to the simulator)"}
+    )
 
     def __post_init__(self) -> None:
         if not 0 < self.weight_share <= 1 or not 0 <= self.reserve_share < 1:
@@ -169,26 +173,49 @@ class ThroughputModel:
         ratios = [v / r for (g, k), v in self.measured.items() if g == label and (r := self.roofline_capacity(node, k)) > 0]
         return base * statistics.median(ratios) if ratios else base
 
+    def convoy_hop(self, node: Node, layers: int, resident: float) -> float:
+        """Seconds a token spends at a node with `resident` requests in flight through it.
+
+        Tokens of a closed loop bunch into convoys (a node batches everything queued, so a bunch stays
+        together and bunches merge); the simulator shows about `convoys` bunches per round trip. A token's
+        hop is its bunch's iteration: the bunch's decode steps plus the prompts of the requests that
+        replaced finished ones in it (one in `output_tokens` per pass), plus a `hop_wait` share of waiting.
+        """
+        c = self.config
+        b = max(resident / c.convoys, 1.0)
+        iters = math.ceil(b / c.max_batch)
+        work = iters * self.decode_time(node, layers, b / iters) + b * self.prefill_s_per_token(node, layers)
+        return (1.0 + c.hop_wait) * work
+
     def _operating_point_uncached(self, node: Node, layers: int) -> tuple[float, float, float]:
-        """(capacity tokens/s, batch, hop time s) of `node` holding `layers` layers under the latency budget."""
+        """(capacity tokens/s, requests in flight, hop time s) of `node` holding `layers` layers.
+
+        With a latency budget Lambda, the node gets the layer-proportional share Lambda x k / L of every
+        round trip (so any route through all L layers fits in Lambda, links aside) and keeps as many
+        requests n <= R(k) in flight as its convoy hop time allows within that share, while serving all
+        its convoys within one round trip; capacity = min(compute-bound, n / Lambda) (Little's law).
+        """
         cap = self.compute_capacity(node, layers)
         if cap <= 0:
             return 0.0, 0.0, 0.0
         c = self.config
         R = self.resident(node, layers)
-        if c.latency_budget_s > 0:
-            cap = min(cap, R / c.latency_budget_s)
-        # prompts share the node's iterations: at decode rate X a share X x pf of its time is prefill,
-        # so an iteration carrying b decode tokens lasts T(b) / (1 - X pf); b = X x that (a fixed point)
-        pf = self.prefill_s_per_token(node, layers)
-        stretch = 1.0 / max(1.0 - cap * pf, 1e-3)
-        b = 1.0
-        for _ in range(50):
-            b = min(max(cap * stretch * self.decode_time(node, layers, b), 1.0), float(min(R, c.max_batch)))
-        hop = (1.0 + c.hop_wait) * stretch * self.decode_time(node, layers, b)
-        if c.latency_budget_s > 0 and hop > c.latency_budget_s:
-            return 0.0, b, hop
-        return cap, b, hop
+        lam = c.latency_budget_s
+        if lam <= 0:
+            return cap, float(R), self.convoy_hop(node, layers, R)
+        share = lam * layers / self.model.num_layers
+
+        def ok(n: int) -> bool:
+            hop = self.convoy_hop(node, layers, n)
+            return hop <= share and c.convoys * hop / (1.0 + c.hop_wait) <= lam
+
+        if R < 1 or not ok(1):
+            return 0.0, 0.0, self.convoy_hop(node, layers, 1)
+        lo, hi = 1, R
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if ok(mid) else (lo, mid - 1)
+        return min(cap, lo / lam), float(lo), self.convoy_hop(node, layers, lo)
 
     def operating_point(self, node: Node, layers: int) -> tuple[float, float, float]:
         return self._op(node, layers)
