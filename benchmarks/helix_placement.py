@@ -21,7 +21,7 @@ from cadence.plan.milp import MilpConfig
 from cadence.plan.model import get_model
 from cadence.plan.planner import plan
 from cadence.plan.simulator import SimConfig, default_routing, simulate
-from cadence.plan.throughput import ThroughputModel
+from cadence.plan.throughput import ThroughputConfig, ThroughputModel
 
 CASES = [("helix-24", "llama-30b"), ("helix-24", "llama2-70b"), ("helix-24-geo", "llama-30b"),
          ("helix-24-geo", "llama2-70b"), ("helix-42", "llama-30b")]
@@ -32,12 +32,18 @@ def main() -> None:
     ap.add_argument("--time-limit", type=float, default=60.0)
     ap.add_argument("--time-limit-42", type=float, default=120.0)
     ap.add_argument("--sim-s", type=float, default=1500.0)
+    ap.add_argument("--weight-share", type=float, default=0.9,
+                    help="most of a node's memory its weights may take (the Helix artifact uses 0.5)")
+    ap.add_argument("--tag", default="", help="suffix of the result files")
+    ap.add_argument("--cases", default="", help="comma-separated cluster:model pairs (default: all)")
     args = ap.parse_args()
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    for cluster_name, model_name in CASES:
-        cluster, tm = load_cluster(cluster_name), ThroughputModel(get_model(model_name))
+    cases = [tuple(c.split(":")) for c in args.cases.split(",")] if args.cases else CASES
+    for cluster_name, model_name in cases:
+        config = ThroughputConfig(weight_share=args.weight_share)
+        cluster, tm = load_cluster(cluster_name), ThroughputModel(get_model(model_name), config)
         limit = args.time_limit_42 if len(cluster.nodes) > 24 else args.time_limit
         t0 = time.perf_counter()
         result = plan(cluster, tm, MilpConfig(time_limit_s=limit))
@@ -48,10 +54,14 @@ def main() -> None:
         sim_cfg = SimConfig(duration_s=args.sim_s, warmup_s=args.sim_s / 2)
         rows = {}
         budgets = {"helix-milp": result.latency_budget_s, **result.baseline_budgets}
-        for name, (placement, flow) in {"helix-milp": (m.placement, m.flow), **result.baselines}.items():
-            sim = simulate(cluster, tm, placement, flow, sim_cfg)
+        # the MILP placement once more under SWARM's routing: placement and routing effects apart
+        budgets["helix-milp/swarm-routing"] = result.latency_budget_s
+        runs = {"helix-milp": (m.placement, m.flow, "iwrr"), **{n: (p, f, default_routing(p))
+                for n, (p, f) in result.baselines.items()}, "helix-milp/swarm-routing": (m.placement, m.flow, "swarm")}
+        for name, (placement, flow, routing) in runs.items():
+            sim = simulate(cluster, tm, placement, flow, sim_cfg, routing=routing)
             rows[name] = {"max_flow": round(flow.value, 1), "latency_budget_s": budgets[name],
-                          "routing": default_routing(placement),
+                          "routing": routing,
                           "sim_over_planned": round(sim.throughput / flow.value, 3) if flow.value else None,
                           "sim": asdict(sim), "ranges": placement.ranges}
         record = {
@@ -66,7 +76,8 @@ def main() -> None:
                      "select_sim_score_per_budget_tried": result.tried, "select_score_s": result.score_s},
             "placements": rows,
         }
-        path = out / f"helix_{cluster_name.replace('-', '_')}_{model_name.replace('-', '_').replace('.', '_')}.json"
+        stem = f"helix_{cluster_name.replace('-', '_')}_{model_name.replace('-', '_').replace('.', '_')}"
+        path = out / f"{stem}{args.tag}.json"
         path.write_text(json.dumps(record, indent=2, default=str))
         summary = "  ".join(f"{k}: flow {v['max_flow']:.0f} sim {v['sim']['throughput']:.0f} (L={v['latency_budget_s']})" for k, v in rows.items())
         print(f"{cluster_name} {model_name}: gap {100 * m.gap:.1f}% bound {m.dual_bound:.0f} "

@@ -7,7 +7,7 @@ import pytest
 from cadence.plan.cluster import SINK, SOURCE, parse_cluster
 from cadence.plan.milp import MilpConfig, solve_milp
 from cadence.plan.model import ModelSpec
-from cadence.plan.placement import Placement, max_flow
+from cadence.plan.placement import Placement, balanced_flow, max_flow
 from cadence.plan.throughput import ThroughputModel
 
 # 4 layers of 1 GB each (hidden 8192 would be big; pick shapes for round numbers is not needed:
@@ -80,3 +80,16 @@ def test_milp_partial_inference_uses_overlap() -> None:
     res = solve_milp(cluster, tm, warm, MilpConfig(time_limit_s=20, mip_gap=1e-6))
     # by hand: [0,2)->[2,4) with both at 200 gives 200, equal to two full copies (100+100)
     assert res.objective == pytest.approx(200.0, rel=1e-6)
+
+
+def test_balanced_flow_has_the_max_value_and_shares_slack_evenly() -> None:
+    # two A100s (layers 0-1, 200 tok/s each) feed two T4s (layers 2-3, 30 tok/s each): max flow 60.
+    # The A100s have slack; a balanced flow loads them 30 + 30 (IWRR then alternates), not 60 + 0.
+    cluster = two_type_cluster()
+    tm = toy_model(MEASURED)
+    p = Placement("fan", {"big-0": (0, 2), "big-1": (0, 2), "small-0": (2, 4), "small-1": (2, 4)}, 4)
+    flow = balanced_flow(cluster, p, tm)
+    assert flow.value == pytest.approx(max_flow(cluster, p, tm).value) == pytest.approx(60.0)
+    slice_ = 200.0 / 32  # balanced to within one slice of the A100s' capacity
+    assert abs(flow.through("big-0") - 30.0) <= slice_ and abs(flow.through("big-1") - 30.0) <= slice_
+    assert flow.through("small-0") == pytest.approx(30.0)

@@ -81,11 +81,7 @@ def flow_graph(cluster: Cluster, placement: Placement, tm: ThroughputModel,
     return g
 
 
-def max_flow(cluster: Cluster, placement: Placement, tm: ThroughputModel,
-             edges: set[tuple[str, str]] | None = None) -> FlowSolution:
-    """Max flow of the placement (only over `edges` if given). Under a latency budget every node's
-    capacity already fits its layer-proportional share of the round trip, so any route fits."""
-    g = flow_graph(cluster, placement, tm, edges)
+def _solve(g: nx.DiGraph) -> FlowSolution:
     value, flows = nx.maximum_flow(g, SOURCE, SINK)
     edges: dict[tuple[str, str], float] = {}
     for u, targets in flows.items():
@@ -94,3 +90,37 @@ def max_flow(cluster: Cluster, placement: Placement, tm: ThroughputModel,
                 continue
             edges[(u.removesuffix("/out"), v.removesuffix("/in"))] = f / SCALE
     return FlowSolution(value=value / SCALE, edges=edges)
+
+
+def max_flow(cluster: Cluster, placement: Placement, tm: ThroughputModel,
+             edges: set[tuple[str, str]] | None = None) -> FlowSolution:
+    """Max flow of the placement (only over `edges` if given). Under a latency budget every node's
+    capacity already fits its layer-proportional share of the round trip, so any route fits."""
+    return _solve(flow_graph(cluster, placement, tm, edges))
+
+
+def balanced_flow(cluster: Cluster, placement: Placement, tm: ThroughputModel,
+                  edges: set[tuple[str, str]] | None = None, segments: int = 32) -> FlowSolution:
+    """A max flow that loads nodes evenly: the same value, at least cost when each node's capacity is
+    cut into `segments` equal slices and the j-th slice costs j (so every node fills its first slice
+    before any fills its second). A plain max-flow solution may leave a node with slack idle or full
+    arbitrarily; IWRR follows the flow, so it would too."""
+    g = flow_graph(cluster, placement, tm, edges)
+    for u, v in [(u, v) for u, v in g.edges if u.endswith("/in")]:
+        cap = g.edges[u, v]["capacity"]
+        g.remove_edge(u, v)
+        for j in range(segments):
+            mid = f"{u}#{j}"
+            piece = cap // segments + (1 if j < cap % segments else 0)
+            g.add_edge(u, mid, capacity=piece, weight=j)
+            g.add_edge(mid, v, capacity=piece, weight=0)
+    flows = nx.max_flow_min_cost(g, SOURCE, SINK)
+    result: dict[tuple[str, str], float] = {}
+    for u, targets in flows.items():
+        if u.endswith("/in") or "#" in u:
+            continue
+        for v, f in targets.items():
+            if f > 0:
+                result[(u.removesuffix("/out"), v.removesuffix("/in"))] = f / SCALE
+    value = sum(f for (a, _), f in result.items() if a == SOURCE)
+    return FlowSolution(value=value, edges=result)

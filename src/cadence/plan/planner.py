@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from cadence.plan.cluster import Cluster
 from cadence.plan.errors import PlanError
 from cadence.plan.heuristics import BASELINES, mixed_chains
 from cadence.plan.local_search import improve
 from cadence.plan.milp import MilpConfig, MilpResult, layer_work_bound, solve_milp
-from cadence.plan.placement import FlowSolution, Placement, max_flow
+from cadence.plan.placement import FlowSolution, Placement, balanced_flow, max_flow
 from cadence.plan.simulator import SimConfig, simulate
 from cadence.plan.throughput import ThroughputModel
 
@@ -51,7 +51,7 @@ def _candidates(cluster: Cluster, tm: ThroughputModel, partial: bool) -> tuple[d
     baselines = {}
     for name, build in BASELINES.items():
         p = build(cluster, tm)
-        baselines[name] = (p, max_flow(cluster, p, tm))
+        baselines[name] = (p, balanced_flow(cluster, p, tm))
     candidates = [p for p, _ in baselines.values() if not p.partial_inference or partial]
     candidates.append(mixed_chains(cluster, tm))
     # a separate-pipelines start must drop its grouping: the MILP lets pipelines share
@@ -90,7 +90,7 @@ def plan(cluster: Cluster, tm: ThroughputModel, config: MilpConfig | None = None
             score = _score(cluster, tm, p, f, select_by)
             if name not in baselines or score > baseline_scores[name]:
                 baselines[name], baseline_budgets[name], baseline_scores[name] = (p, f), lam, score
-        warm_flow = max_flow(cluster, warm, tml)
+        warm_flow = balanced_flow(cluster, warm, tml)
         warms.append((_score(cluster, tm, warm, warm_flow, select_by), warm_flow.value, lam, tml, warm))
     score_s = time.perf_counter() - t_score
     warms.sort(key=lambda w: (-w[0], -w[1]))
@@ -113,6 +113,7 @@ def plan(cluster: Cluster, tm: ThroughputModel, config: MilpConfig | None = None
         search_total += search_s
         remaining = MilpConfig(**{**cfg.__dict__, "time_limit_s": max(1.0, share - search_s)})
         result = solve_milp(cluster, tml, warm, remaining)
+        result = replace(result, flow=balanced_flow(cluster, result.placement, tml))  # IWRR routes by it
         score = _score(cluster, tm, result.placement, result.flow, select_by)
         tried[lam] = score
         if best is None or score > best[3]:

@@ -59,6 +59,7 @@ class SimResult:
     node_busy: dict[str, float] = field(default_factory=dict)  # busy share of each node in the window
     node_batch: dict[str, float] = field(default_factory=dict)  # mean decode batch per iteration
     node_hop_s: dict[str, float] = field(default_factory=dict)  # mean decode time per hop: link + wait + iteration
+    node_tokens_s: dict[str, float] = field(default_factory=dict)  # decode tokens/s each node served
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -239,4 +240,5 @@ def simulate(cluster: Cluster, tm: ThroughputModel, placement: Placement, flow: 
         node_busy={n: round(v / window, 3) for n, v in busy_s.items()},
         node_batch={n: round(dec_tokens[n] / iters[n], 1) for n in iters if iters[n]},
         node_hop_s={n: round(hop_s[n] / dec_tokens[n], 4) for n in iters if dec_tokens[n]},
+        node_tokens_s={n: round(dec_tokens[n] / window, 2) for n in iters},
     )
