@@ -3,18 +3,29 @@
     python benchmarks/capacity_plots.py tbt --run sarathi-512=DIR/sarathi-512/W3/rate_1 --run vllm=DIR/vllm/W3/rate_1 \\
         --out benchmarks/results/capacity_w3_tbt_over_time.png
     python benchmarks/capacity_plots.py table benchmarks/results/capacity_*.json
+    python benchmarks/capacity_plots.py summary --runs benchmarks/results/capacity_w3_runs \
+        --out benchmarks/results/capacity_w3.json
 
 `tbt`: every gap between consecutive output tokens of every request, at the time the later token
 came, one panel per policy, for the same seeded request stream at the same arrival rate. `table`:
-capacity per policy, workload and SLO with the bracket each search reached, as markdown.
+capacity per policy, workload and SLO with the bracket each search reached, as markdown. `summary`:
+every measured rate point of every policy (`<runs>/<policy>/rate_<r>/summary.json`, from one or more
+study runs on the same trace), each SLO's capacity and bracket recomputed from all of them, the
+strict-SLO ratio of each policy to `vllm`, and what the engines' step traces
+(`<runs>/steps_<policy>.csv.gz`) say about decode-only and prefill-carrying steps.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import gzip
 import json
+import statistics
 from pathlib import Path
+
+SLOS = {"strict": 0.050, "relaxed": 0.250}
+MAX_MEDIAN_SCHEDULING_DELAY = 2.0
 
 
 def load_gaps(run: Path) -> tuple[list[float], list[float], list[tuple[float, float]]]:
@@ -78,6 +89,73 @@ def table(files: list[Path]) -> str:
     return "\n".join(rows)
 
 
+def bracket(points: list[dict], p99_tbt: float) -> dict:
+    """The highest passing rate below the lowest failing one, from every point measured."""
+    ok = {p["rate"]: p["p99_tbt_s"] <= p99_tbt and p["median_scheduling_delay_s"] <= MAX_MEDIAN_SCHEDULING_DELAY
+          for p in points}
+    lowest_fail = min((r for r, good in ok.items() if not good), default=None)
+    passing = [r for r, good in ok.items() if good and (lowest_fail is None or r < lowest_fail)]
+    return {"capacity": max(passing, default=None), "first_failing": lowest_fail,
+            "non_monotone": any(good and lowest_fail is not None and r > lowest_fail for r, good in ok.items())}
+
+
+def step_stats(path: Path) -> dict:
+    with gzip.open(path, "rt") as f:
+        rows = list(csv.DictReader(f))
+
+    def dur(r: dict) -> float:
+        return sum(float(r[k]) for k in ("schedule_s", "prepare_s", "execute_s", "update_s"))
+
+    def describe(rs: list[dict]) -> dict:
+        if not rs:
+            return {"steps": 0}
+        d = sorted(dur(r) for r in rs)
+        return {"steps": len(rs), "p50_ms": 1e3 * d[len(d) // 2], "p90_ms": 1e3 * d[int(0.9 * len(d))],
+                "max_ms": 1e3 * d[-1], "median_seqs": statistics.median(int(r["num_seqs"]) for r in rs),
+                "median_prefill_tokens": statistics.median(int(r["num_prefill_tokens"]) for r in rs),
+                "median_prepare_ms": 1e3 * statistics.median(float(r["prepare_s"]) for r in rs)}
+
+    decode = [r for r in rows if r["num_prefill_tokens"] == "0"]
+    prefill = [r for r in rows if r["num_prefill_tokens"] != "0"]
+    big = [r for r in prefill if int(r["num_prefill_tokens"]) >= 4000]
+    out = {"decode_only": describe(decode), "with_prefill": describe(prefill)}
+    if big:
+        out["ms_per_1k_prefill_tokens_in_4k_plus_steps"] = statistics.median(
+            1e6 * dur(r) / int(r["num_prefill_tokens"]) for r in big)
+        out["prepare_share_of_4k_plus_steps"] = sum(float(r["prepare_s"]) for r in big) / sum(map(dur, big))
+    return out
+
+
+def summary(runs: Path) -> dict:
+    policies: dict[str, dict] = {}
+    for pdir in sorted(d for d in runs.iterdir() if d.is_dir()):
+        points = []
+        for rdir in sorted(pdir.glob("rate_*")):
+            s = json.loads((rdir / "summary.json").read_text())
+            sm, wl = s["summary"], s.get("workload", {})
+            points.append({"rate": float(rdir.name.split("_", 1)[1]), "p99_tbt_s": sm["tbt"]["p99"],
+                           "p50_tbt_s": sm["tbt"]["p50"], "p50_ttft_s": sm["ttft"]["p50"],
+                           "median_scheduling_delay_s": sm["scheduling_delay"]["p50"],
+                           "output_tok_s": sm["throughput"]["output_tokens_per_s"], "requests": wl.get("n")})
+        points.sort(key=lambda p: p["rate"])
+        entry = {"points": points, **{name: bracket(points, tbt) for name, tbt in SLOS.items()}}
+        steps = runs / f"steps_{pdir.name}.csv.gz"
+        if steps.exists():
+            entry["steps"] = step_stats(steps)
+        policies[pdir.name] = entry
+    ratios = {}
+    base = policies.get("vllm", {}).get("strict", {})
+    for name, e in policies.items():
+        cap, hi = e["strict"]["capacity"], e["strict"]["first_failing"]
+        if base.get("capacity") and cap is not None:
+            ratios[name] = {"point": cap / base["capacity"],
+                            "low": cap / base["first_failing"] if base.get("first_failing") else None,
+                            "high": hi / base["capacity"] if hi is not None else None}
+    return {"benchmark": "capacity_summary", "slo_p99_tbt_s": SLOS,
+            "slo_median_scheduling_delay_s": MAX_MEDIAN_SCHEDULING_DELAY, "policies": policies,
+            "strict_capacity_vs_vllm": ratios}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -88,9 +166,19 @@ def main() -> None:
     t.add_argument("--title", default="llama3-8b on one H100, W3, same request stream and rate")
     tb = sub.add_parser("table")
     tb.add_argument("files", nargs="+", type=Path)
+    sm = sub.add_parser("summary")
+    sm.add_argument("--runs", type=Path, required=True)
+    sm.add_argument("--out", type=Path, required=True)
+    sm.add_argument("--note", default="", help="what was run (written to the JSON)")
     args = ap.parse_args()
     if args.cmd == "tbt":
         plot_tbt([(r.split("=", 1)[0], Path(r.split("=", 1)[1])) for r in args.run], args.out, args.slo_ms, args.title)
+    elif args.cmd == "summary":
+        doc = {**summary(args.runs), "note": args.note}
+        args.out.write_text(json.dumps(doc, indent=1) + "\n")
+        for name, e in doc["policies"].items():
+            print(f"{name}: strict {e['strict']}, relaxed {e['relaxed']}")
+        print("strict vs vllm:", doc["strict_capacity_vs_vllm"])
     else:
         print(table(args.files))
 
