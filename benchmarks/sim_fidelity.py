@@ -98,13 +98,16 @@ def trace_from_bench(run_dir: Path, trace: Path) -> int:
     return len(rows)
 
 
-def compare_point(run_dir: Path, profiles: Path, gpu: str, sim_out: Path, extra: list[str]) -> dict:
+def compare_point(run_dir: Path, profiles: Path, gpu: str, sim_out: Path, extra: list[str],
+                  profile_suffix: str = "") -> dict:
     meta = json.loads((run_dir / "point.json").read_text())
     model, policy, budget = meta["model"], meta["policy"], meta["max_num_batched_tokens"]
     trace = sim_out / f"{run_dir.name}_trace.csv"
     n = trace_from_bench(run_dir, trace)
     sim = sim_out / f"{run_dir.name}_sim"
-    profile = profiles / f"{model}_tp1_{gpu.lower()}.csv"
+    profile = profiles / f"{model}_tp1_{gpu.lower()}{profile_suffix}.csv"
+    if not profile.exists():
+        return {**meta, "skipped": f"no profile {profile.name}"}
     _cadence("sim", "--model", model, "--gpu", gpu, "--profile", str(profile), "--policy", policy,
              "--max-num-batched-tokens", str(budget), "--trace", str(trace), "--arrivals", "trace",
              "--num-requests", str(n), "--out", str(sim), *extra)
@@ -140,6 +143,7 @@ def main() -> None:
     c.add_argument("--result", type=Path, default=RESULTS / "sim_fidelity.json")
     c.add_argument("--label", default="", help="what this comparison's simulator is (written to the JSON)")
     c.add_argument("--sim-arg", action="append", default=[], help="extra argument for cadence sim")
+    c.add_argument("--profile-suffix", default="", help="e.g. _served: the served-step calibrated profile")
     args = ap.parse_args()
     if args.cmd == "measure":
         args.out.mkdir(parents=True, exist_ok=True)
@@ -152,9 +156,12 @@ def main() -> None:
                 print(f"point {spec} failed: {type(exc).__name__}: {exc}", flush=True)
         return
     args.sim_out.mkdir(parents=True, exist_ok=True)
-    rows = [compare_point(d, args.profiles, args.gpu, args.sim_out, args.sim_arg)
+    rows = [compare_point(d, args.profiles, args.gpu, args.sim_out, args.sim_arg, args.profile_suffix)
             for d in sorted(args.runs.iterdir()) if (d / "point.json").exists() and (d / "summary.json").exists()]
     for r in rows:
+        if "skipped" in r:
+            print(f"{r['model']} {r['policy']} {r['rate']:g}/s: skipped ({r['skipped']})")
+            continue
         cells = ", ".join(f"{k} {v['measured']:.4g}/{v['simulated']:.4g} ({100 * v['rel_error']:+.1f}%)"
                           for k, v in r["metrics"].items())
         print(f"{r['model']} {r['policy']} {r['rate']:g}/s: {cells}")

@@ -34,7 +34,22 @@ def cpu_features(batch: float) -> list[float]:
     return [1.0, batch]
 
 
+def served_decode_features(batch: float, ctx_sum: float) -> list[float]:
+    return [1.0, batch, ctx_sum, ctx_sum / batch if batch else 0.0]
+
+
+def served_host_features(batch: float, prefill_tokens: float) -> list[float]:
+    return [1.0, batch, prefill_tokens]
+
+
+LINEAR_OPS = ("attn_decode", "attn_prefill", "cpu_step", "served_decode", "served_host")
+
+
 def point_features(op: str, p: Point) -> list[float]:
+    if op == "served_decode":
+        return served_decode_features(p.batch, p.batch * p.context)
+    if op == "served_host":
+        return served_host_features(p.batch, p.tokens)
     if op == "attn_decode":
         return decode_features(p.batch, p.batch * p.context)
     if op == "attn_prefill":
@@ -91,7 +106,7 @@ def fit_interp(op: str, points: Sequence[Point]) -> InterpFit:
 
 def fit_op(op: str, points: Sequence[Point]) -> Callable[[Point], float]:
     """A predictor of one point of `op`, by the model this module uses for it."""
-    if op in ("attn_decode", "attn_prefill", "cpu_step"):
+    if op in LINEAR_OPS:
         f = fit_linear(op, points)
         return lambda p: f(point_features(op, p))
     g = fit_interp(op, points)
@@ -120,7 +135,7 @@ def heldout_errors(profile: Profile, test_share: float = 0.2, seed: int = 0) -> 
         n_test = max(1, int(len(pts) * test_share))
         test = [pts[i] for i in idx[:n_test]]
         train = [pts[i] for i in idx[n_test:]]
-        if op not in ("attn_decode", "attn_prefill", "cpu_step"):
+        if op not in LINEAR_OPS:
             # Interpolation cannot extrapolate: keep the grid's two ends in the training set.
             keys = [point_key(op, p) for p in pts]
             ends = {min(keys), max(keys)}

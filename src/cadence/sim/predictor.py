@@ -76,6 +76,14 @@ class StepTimePredictor:
         self._dec_fixed, self._dec_per_req, self._dec_per_ctx = L * d0, L * d1, L * d2
         c0, c1 = self.cpu
         self._cpu0, self._cpu1 = c0, c1
+        # Served-step calibration (calibration.py), when the profile carries it: decode-only steps
+        # and host time as the engine measured them while serving, instead of the sum of ops.
+        self.served_decode = (fit_linear("served_decode", by_op["served_decode"]).coef
+                              if by_op.get("served_decode") else None)
+        self.served_host = fit_linear("served_host", by_op["served_host"]).coef if by_op.get("served_host") else None
+        if self.served_decode is not None and pp > 1:
+            raise SimInputError("a served-step calibration describes a whole replica; it cannot be split into "
+                                "pipeline stages (use an uncalibrated profile with pp > 1)")
 
     def _strip_launch_overhead(self, tab: dict[str, list[float]], mc, gpu: GPUSpec) -> None:
         """`cadence profile` times each operator alone between two CUDA events, so a small kernel's
@@ -103,13 +111,32 @@ class StepTimePredictor:
             raise SimInputError(f"{name} covers contexts of up to {min(c.max_decode_context, c.max_prefill_context)}"
                                 f" tokens; requests here reach {max_context}")
 
+    def _host(self, num_reqs: int, prefill_tokens: int) -> float:
+        if self.served_host is not None:
+            h0, h1, h2 = self.served_host
+            return h0 + h1 * num_reqs + h2 * prefill_tokens
+        return self._cpu0 + self._cpu1 * num_reqs
+
+    def _served_decode(self, batch: int, ctx_sum: int) -> float:
+        e0, e1, e2, e3 = self.served_decode  # type: ignore[misc]
+        return e0 + e1 * batch + e2 * ctx_sum + e3 * ctx_sum / batch
+
     def step_time(self, num_tokens: int, num_sampled: int, num_reqs: int, decode_batch: int, decode_ctx: int,
                   prefills: Sequence[tuple[int, int]] = ()) -> float:
         """One step (one stage with PP): `decode_ctx` sums the decodes' contexts; prefills holds
         (chunk tokens, keys after the chunk) per prefilling request."""
-        t = self.dense[num_tokens] + self.head[num_sampled] + self._cpu0 + self._cpu1 * num_reqs
-        if decode_batch:
-            t += self._dec_fixed + self._dec_per_req * decode_batch + self._dec_per_ctx * decode_ctx
+        t = self._host(num_reqs, num_tokens - decode_batch)
+        if self.served_decode is not None and decode_batch:
+            served = self._served_decode(decode_batch, decode_ctx)
+            if not prefills and num_tokens == decode_batch:
+                return t + served
+            # a mixed step: its ops over all its tokens, the decodes' attention as served
+            t += self.dense[num_tokens] + self.head[num_sampled]
+            t += max(0.0, served - self.dense[decode_batch] - self.head[decode_batch])
+        else:
+            t += self.dense[num_tokens] + self.head[num_sampled]
+            if decode_batch:
+                t += self._dec_fixed + self._dec_per_req * decode_batch + self._dec_per_ctx * decode_ctx
         if prefills:
             a, b, c, d = self.prefill
             L = self.layers
@@ -120,6 +147,9 @@ class StepTimePredictor:
     def decode_window(self, batch: int, ctx_sum: int) -> tuple[float, float]:
         """A pure-decode step over `batch` requests costs base + slope * j at the j-th step from
         here (each step adds one key per request): returns (base, slope)."""
+        if self.served_decode is not None:
+            _, _, e2, e3 = self.served_decode
+            return self._host(batch, 0) + self._served_decode(batch, ctx_sum), e2 * batch + e3
         base = (self.dense[batch] + self.head[batch] + self._cpu0 + self._cpu1 * batch + self._dec_fixed
                 + self._dec_per_req * batch + self._dec_per_ctx * ctx_sum)
         return base, self._dec_per_ctx * batch

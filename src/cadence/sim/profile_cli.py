@@ -25,6 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--analytic", action="store_true",
                         help="write the analytic roofline profile of --gpu instead of measuring (labelled so)")
     parser.add_argument("--errors", action="store_true", help="print held-out error of the fits per operator")
+    parser.add_argument("--step-trace", action="append", default=[], metavar="CSV",
+                        help="calibrate instead of measuring: add served-step points fitted from this engine step "
+                             "trace (CADENCE_STEP_TRACE; .csv or .csv.gz, repeatable) to --from-profile")
+    parser.add_argument("--from-profile", default=None, help="the operator profile that --step-trace calibrates")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,7 +36,9 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         gpu = gpu_spec(args.gpu)
-        if args.analytic:
+        if args.step_trace or args.from_profile:
+            prof, notes = _calibrate(args)
+        elif args.analytic:
             from cadence.sim.roofline import analytic_profile
 
             prof, notes = analytic_profile(args.model, args.tp, gpu), ["analytic roofline, not measured"]
@@ -52,6 +58,20 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(errs, indent=1))
         Path(str(path) + ".errors.json").write_text(json.dumps(errs, indent=1) + "\n")
     return 0
+
+
+def _calibrate(args: argparse.Namespace):
+    from cadence.sim.calibration import add_served_points
+    from cadence.sim.errors import SimInputError
+    from cadence.sim.profile_data import load_profile
+
+    if not (args.step_trace and args.from_profile):
+        raise SimInputError("calibration needs both --from-profile and at least one --step-trace")
+    prof = load_profile(args.from_profile)
+    if any(p.op.startswith("served_") for p in prof.points):
+        raise SimInputError(f"{args.from_profile} is calibrated already; calibrate the operator profile itself")
+    counts = add_served_points(prof, args.step_trace)
+    return prof, [f"served-step calibration from {len(args.step_trace)} trace(s): {counts}"]
 
 
 def _measure(args: argparse.Namespace, gpu):

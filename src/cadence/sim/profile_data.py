@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cadence.sim.errors import SimInputError
-from cadence.sim.operators import ALL_OPS
+from cadence.sim.operators import ALL_OPS, SERVED_OPS
 
 FIELDS = ("op", "tokens", "batch", "context", "time_s", "model", "tp", "device", "source")
 
@@ -72,7 +72,7 @@ def load_profile(path: str | Path) -> Profile:
     head = rows[0]
     prof = Profile(head["model"], int(head["tp"]), head["device"], head["source"])
     for r in rows:
-        if r["op"] not in ALL_OPS:
+        if r["op"] not in ALL_OPS and r["op"] not in SERVED_OPS:
             raise SimInputError(f"profile {path}: unknown operator {r['op']!r}")
         if (r["model"], int(r["tp"])) != (prof.model, prof.tp):
             raise SimInputError(f"profile {path} mixes models or TP degrees ({r['model']} tp={r['tp']})")

@@ -1,0 +1,90 @@
+"""Served-step calibration: what the engine's own step trace says a step costs when it serves.
+
+Operator profiles time each op alone on ideal inputs (contiguous K/V, launch overhead stripped);
+the engine serving traffic runs the same ops over its real KV layout, inside CUDA graphs, with the
+host's scheduling, input building, page mapping and output handling around them. The step trace
+(`CADENCE_STEP_TRACE`, one row per step) measures the whole thing, so a profile can carry two more
+operators fitted from it:
+
+- `served_decode`: a decode-only step's execute time (forward + sampling, GPU-bound), keyed by its
+  batch and mean context per request. Fitted as t = a + b*batch + c*sum(context) + d*mean(context):
+  the sum term is K/V bandwidth, the mean term the serial walk of one request's context by one
+  thread block, which dominates when few long requests leave most of the GPU idle.
+- `served_host`: the step's host time outside the GPU wait (schedule + input building incl. page
+  mapping + update and outputs + the serving loop's gap before the next step), keyed by requests
+  and new prefill tokens: t = a + b*requests + c*prefill tokens.
+
+Calibrate from traces of a *different* workload than the one a fidelity check then predicts.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+
+from cadence.sim.errors import SimInputError
+from cadence.sim.profile_data import Profile
+
+TRACE_COLUMNS = ("start", "schedule_s", "prepare_s", "execute_s", "update_s", "num_seqs", "num_decodes",
+                 "num_prefill_tokens", "num_context_tokens")
+MAX_LOOP_GAP_S = 0.02  # a longer gap between steps is an idle engine waiting for requests, not overhead
+
+
+def read_step_trace(path: str | Path) -> list[dict[str, float]]:
+    path = Path(path)
+    if not path.is_file():
+        raise SimInputError(f"step trace {path} does not exist (serve with CADENCE_STEP_TRACE=FILE)")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise SimInputError(f"step trace {path} holds no steps")
+    missing = [c for c in TRACE_COLUMNS if c not in rows[0]]
+    if missing:
+        raise SimInputError(f"step trace {path} lacks columns {', '.join(missing)}")
+    try:
+        return [{c: float(r[c]) for c in TRACE_COLUMNS} for r in rows]
+    except ValueError as exc:
+        raise SimInputError(f"step trace {path}: {exc}") from None
+
+
+def _bin(x: float) -> int:
+    """Quarter-octave bins: steps of similar size share one median point."""
+    return 0 if x <= 0 else round(2 ** (round(math.log2(x) * 4) / 4))
+
+
+def add_served_points(profile: Profile, traces: Iterable[str | Path]) -> dict[str, int]:
+    """Append `served_decode` and `served_host` points from step traces: the median of the steps in
+    each (requests, quarter-octave of context or prefill tokens) bin. Returns the steps used."""
+    dec: dict[tuple[int, int], list[float]] = defaultdict(list)
+    host_bins: dict[tuple[int, int], list[float]] = defaultdict(list)
+    n_dec = n_host = 0
+    for path in traces:
+        rows = read_step_trace(path)
+        for i, r in enumerate(rows):
+            b = int(r["num_seqs"])
+            if b == 0:
+                continue
+            gap = rows[i + 1]["start"] - r["start"] - (r["schedule_s"] + r["prepare_s"] + r["execute_s"]
+                                                         + r["update_s"]) if i + 1 < len(rows) else None
+            if gap is None or gap > MAX_LOOP_GAP_S or gap < 0:
+                continue  # the last step, or the engine went idle after it
+            host = r["schedule_s"] + r["prepare_s"] + r["update_s"] + gap
+            prefill = int(r["num_prefill_tokens"])
+            host_bins[(b, _bin(prefill))].append(host)
+            n_host += 1
+            if prefill == 0 and int(r["num_decodes"]) == b:
+                dec[(b, _bin(r["num_context_tokens"] / b))].append(r["execute_s"])
+                n_dec += 1
+    if not n_dec:
+        raise SimInputError("the step traces hold no decode-only steps to calibrate from")
+    for (b, ctx), ts in sorted(dec.items()):
+        profile.add("served_decode", statistics.median(ts), batch=b, context=ctx)
+    for (b, prefill), ts in sorted(host_bins.items()):
+        profile.add("served_host", statistics.median(ts), tokens=prefill, batch=b)
+    return {"served_decode": n_dec, "served_host": n_host}

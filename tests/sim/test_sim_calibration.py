@@ -1,0 +1,121 @@
+"""Served-step calibration: fits from an engine step trace replace the op sum for decode steps and
+the host time, and the simulator's decode windows stay equal to step-by-step times."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import random
+
+import pytest
+
+from cadence.sim.calibration import add_served_points
+from cadence.sim.errors import SimInputError
+from cadence.sim.hardware import gpu_spec
+from cadence.sim.predictor import StepTimePredictor
+from cadence.sim.profile_cli import add_arguments, run
+from cadence.sim.roofline import analytic_profile
+
+COLUMNS = ("start", "schedule_s", "prepare_s", "execute_s", "update_s", "num_seqs", "num_decodes",
+           "num_prefill_tokens", "num_context_tokens", "graphed")
+DEC = (4e-3, 50e-6, 2e-9, 1.5e-6)  # served decode: fixed, per request, per key, per key of the mean context
+HOST = (3e-4, 20e-6, 4e-6)  # fixed, per request, per prefill token
+
+
+def served_decode(b: int, ctx_sum: int) -> float:
+    return DEC[0] + DEC[1] * b + DEC[2] * ctx_sum + DEC[3] * ctx_sum / b
+
+
+def write_trace(path, steps: int = 3000, seed: int = 0, gzipped: bool = False) -> None:
+    rng = random.Random(seed)
+    t = 100.0
+    rows = []
+    for _ in range(steps):
+        b = rng.choice((1, 2, 3, 5, 8, 13, 21, 40, 64))
+        ctx = b * rng.randint(200, 9000)
+        prefill = 0 if rng.random() < 0.8 else rng.randint(16, 2048)
+        host = HOST[0] + HOST[1] * (b + (prefill > 0)) + HOST[2] * prefill
+        noise = 1 + rng.uniform(-0.02, 0.02)
+        exec_s = served_decode(b, ctx) * noise if not prefill else 0.002 + prefill * 30e-6
+        sched, upd = host * 0.2, host * 0.1
+        prep, gap = host * 0.5, host * 0.2
+        seqs = b + (prefill > 0)
+        rows.append((t, sched, prep, exec_s, upd, seqs, b, prefill, ctx + prefill, int(not prefill)))
+        t += sched + prep + exec_s + upd + gap
+    opener = gzip.open if gzipped else open
+    with opener(path, "wt", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(COLUMNS)
+        w.writerows(rows)
+
+
+def calibrated(tmp_path, **kw):
+    prof = analytic_profile("llama3-8b", 1, gpu_spec("H100"))
+    trace = tmp_path / "steps.csv"
+    write_trace(trace, **kw)
+    counts = add_served_points(prof, [trace])
+    return prof, counts
+
+
+def test_calibrated_decode_and_host_times_follow_the_trace(tmp_path):
+    prof, counts = calibrated(tmp_path)
+    assert counts["served_decode"] > 2000 and counts["served_host"] > 2900
+    pred = StepTimePredictor(prof, 1, gpu_spec("H100"), 8192)
+    for b, per_req in ((1, 8000), (4, 6000), (16, 1200), (64, 300)):
+        ctx = b * per_req
+        want = served_decode(b, ctx) + HOST[0] + HOST[1] * b
+        got = pred.step_time(b, b, b, b, ctx)
+        assert got == pytest.approx(want, rel=0.03), (b, per_req)
+    # the uncalibrated profile misses the per-request context walk: far off at few long requests
+    plain = StepTimePredictor(analytic_profile("llama3-8b", 1, gpu_spec("H100")), 1, gpu_spec("H100"), 8192)
+    assert plain.step_time(1, 1, 1, 1, 8000) < 0.8 * pred.step_time(1, 1, 1, 1, 8000)
+    # a mixed step pays the host's per-prefill-token time on top of its ops
+    mixed = pred.step_time(4 + 512, 5, 5, 4, 4 * 3000, [(512, 2000)])
+    assert mixed > pred.step_time(4, 4, 4, 4, 4 * 3000) + HOST[2] * 512
+
+
+def test_decode_window_equals_step_by_step_times(tmp_path):
+    prof, _ = calibrated(tmp_path)
+    pred = StepTimePredictor(prof, 1, gpu_spec("H100"), 8192)
+    b, ctx = 12, 12 * 2500
+    base, slope = pred.decode_window(b, ctx)
+    for j in (0, 1, 10, 500):
+        assert base + slope * j == pytest.approx(pred.step_time(b, b, b, b, ctx + j * b), rel=1e-9)
+
+
+def test_bad_traces_and_arguments_are_named(tmp_path):
+    prof = analytic_profile("llama3-8b", 1, gpu_spec("H100"))
+    bad = tmp_path / "bad.csv"
+    bad.write_text("start,execute_s\n1.0,0.01\n")
+    with pytest.raises(SimInputError, match="lacks columns schedule_s"):
+        add_served_points(prof, [bad])
+    with pytest.raises(SimInputError, match="does not exist"):
+        add_served_points(prof, [tmp_path / "missing.csv"])
+    prefill_only = tmp_path / "prefill.csv"
+    with open(prefill_only, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(COLUMNS)
+        w.writerows([(i * 0.1, 0, 0, 0.05, 0, 1, 0, 512, 512, 0) for i in range(5)])
+    with pytest.raises(SimInputError, match="no decode-only steps"):
+        add_served_points(prof, [prefill_only])
+    prof2, _ = calibrated(tmp_path)
+    with pytest.raises(SimInputError, match="pipeline stages"):
+        StepTimePredictor(prof2, 2, gpu_spec("H100"), 8192)
+
+
+def test_cli_calibrates_a_profile_from_a_gzipped_trace(tmp_path, capsys):
+    import argparse
+
+    base = analytic_profile("llama3-8b", 1, gpu_spec("H100")).save(tmp_path / "ops.csv")
+    trace = tmp_path / "steps.csv.gz"
+    write_trace(trace, steps=500, gzipped=True)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    out = tmp_path / "served.csv"
+    assert run(parser.parse_args(["--from-profile", str(base), "--step-trace", str(trace), "--out", str(out)])) == 0
+    text = out.read_text()
+    assert "served_decode" in text and "served_host" in text
+    # calibrating twice, or without a profile, is refused with a message
+    assert run(parser.parse_args(["--from-profile", str(out), "--step-trace", str(trace), "--out", str(out)])) == 2
+    assert run(parser.parse_args(["--step-trace", str(trace), "--out", str(out)])) == 2
+    assert "calibrate" in capsys.readouterr().err
