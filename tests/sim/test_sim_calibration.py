@@ -119,3 +119,25 @@ def test_cli_calibrates_a_profile_from_a_gzipped_trace(tmp_path, capsys):
     assert run(parser.parse_args(["--from-profile", str(out), "--step-trace", str(trace), "--out", str(out)])) == 2
     assert run(parser.parse_args(["--step-trace", str(trace), "--out", str(out)])) == 2
     assert "calibrate" in capsys.readouterr().err
+
+
+def test_served_sweep_runs_the_engine_and_calibrates(tmp_path):
+    """The real engine on the CPU (the simulator's tiny shape, dummy weights) over its 2 x 2 grid:
+    every point's decode steps land in the trace with their batch, and the profile gains served points."""
+    import argparse
+
+    base = analytic_profile("sim-tiny", 1, gpu_spec("H100")).save(tmp_path / "ops.csv")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    out = tmp_path / "served.csv"
+    args = parser.parse_args(["--served-sweep", "--model", "sim-tiny", "--device", "cpu", "--from-profile",
+                              str(base), "--out", str(out)])
+    assert run(args) == 0
+    with open(str(out) + ".steps.csv") as f:
+        rows = list(csv.DictReader(f))
+    decode_batches = {int(r["num_seqs"]) for r in rows if r["num_prefill_tokens"] == "0"}
+    assert decode_batches == {1, 3}
+    served = [line.split(",") for line in out.read_text().splitlines() if line.startswith("served_decode")]
+    assert {int(f[2]) for f in served} == {1, 3}  # batch column
+    ctx = {int(f[3]) for f in served}  # quarter-octave bins of prompt plus the tokens decoded so far
+    assert len(ctx) >= 2 and min(ctx) >= 16 and max(ctx) <= 48

@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="calibrate instead of measuring: add served-step points fitted from this engine step "
                              "trace (CADENCE_STEP_TRACE; .csv or .csv.gz, repeatable) to --from-profile")
     parser.add_argument("--from-profile", default=None, help="the operator profile that --step-trace calibrates")
+    parser.add_argument("--served-sweep", action="store_true",
+                        help="run the engine itself over a grid of batch x context decodes (GPU), keep its step "
+                             "trace beside --out, and calibrate --from-profile from it")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,7 +39,9 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         gpu = gpu_spec(args.gpu)
-        if args.step_trace or args.from_profile:
+        if args.served_sweep:
+            prof, notes = _served_sweep(args)
+        elif args.step_trace or args.from_profile:
             prof, notes = _calibrate(args)
         elif args.analytic:
             from cadence.sim.roofline import analytic_profile
@@ -58,6 +63,26 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(errs, indent=1))
         Path(str(path) + ".errors.json").write_text(json.dumps(errs, indent=1) + "\n")
     return 0
+
+
+def _served_sweep(args: argparse.Namespace):
+    import torch
+
+    from cadence.sim.errors import SimInputError
+    from cadence.sim.served_sweep import CPU_SWEEP, run_served_sweep
+
+    if not args.from_profile:
+        raise SimInputError("--served-sweep calibrates an operator profile: give it with --from-profile")
+    if args.tp != 1:
+        raise SimInputError("--served-sweep runs one GPU's engine: use --tp 1")
+    trace = Path(str(args.out) + ".steps.csv")
+    cuda = args.device != "cpu" and torch.cuda.is_available()
+    kw = {} if cuda else {"batches": CPU_SWEEP[0], "contexts": CPU_SWEEP[1], "decode_steps": 4}
+    ran = run_served_sweep(args.model, trace, device=args.device, max_seconds=args.max_seconds,
+                           log=lambda msg: print(msg, file=sys.stderr), **kw)
+    args.step_trace = [str(trace)]
+    prof, notes = _calibrate(args)
+    return prof, [f"served sweep: {ran}, trace {trace}", *notes]
 
 
 def _calibrate(args: argparse.Namespace):

@@ -1,0 +1,73 @@
+"""A served-step sweep: the real engine (dummy weights) decoding batches of `b` requests with `c`
+tokens of context, over a grid of (b, c), with its step trace on. Decode steps then cover batch and
+context independently, which traffic from one workload does not (W3's requests are all long, W2's
+all short), so the calibration fitted from this trace extrapolates to any workload's steps.
+
+    cadence profile --served-sweep --model llama3-8b --from-profile ops.csv --out served.csv
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+SWEEP_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+SWEEP_CONTEXTS = (128, 512, 1024, 2048, 4096, 8192, 16384)
+CPU_SWEEP = ((1, 3), (16, 40))  # a smoke-test grid for the CPU
+
+
+def run_served_sweep(model: str, trace_path: str | Path, *, batches: Sequence[int] = SWEEP_BATCHES,
+                     contexts: Sequence[int] = SWEEP_CONTEXTS, decode_steps: int = 24,
+                     max_kv_tokens: int = 1 << 19, device: str = "auto", max_seconds: float = 300.0,
+                     log: Callable[[str], None] = print) -> dict[str, int]:
+    """Run the grid (points over `max_kv_tokens` context tokens, or past the time budget, are
+    skipped) and write the engine's step trace to `trace_path`. Returns what ran."""
+    from cadence.core.config import CacheConfig, SchedulerConfig
+    from cadence.core.sampling_params import SamplingParams
+    from cadence.engine.config import EngineConfig, ModelLoadConfig
+    from cadence.engine.llm_engine import LLMEngine
+
+    from cadence.models.config import NAMED_SHAPES
+    from cadence.sim.shapes import SIM_SHAPES
+
+    folder = None
+    if model not in NAMED_SHAPES and model in SIM_SHAPES:  # a simulator-only shape: a config-only folder
+        folder = tempfile.TemporaryDirectory()
+        (Path(folder.name) / "config.json").write_text(json.dumps(SIM_SHAPES[model]))
+    longest = max(contexts) + decode_steps + 1
+    engine = LLMEngine(EngineConfig(
+        load=ModelLoadConfig(model=folder.name if folder else model, load_format="dummy", device=device),
+        scheduler=SchedulerConfig(policy="sarathi", max_num_seqs=max(batches), max_num_batched_tokens=8192,
+                                  max_model_len=longest),
+        cache=CacheConfig(enable_prefix_caching=False)))
+    vocab = engine.model_config.vocab_size
+    rng = random.Random(0)
+    t0, points, skipped, n = time.monotonic(), 0, 0, 0
+    params = SamplingParams(max_tokens=decode_steps, temperature=0.0, ignore_eos=True)
+    try:
+        capacity = engine.kv.num_blocks * engine.kv.block_size
+        for b in batches:
+            for c in contexts:
+                if b * (c + decode_steps) > min(max_kv_tokens, capacity) or c + decode_steps >= engine.max_model_len:
+                    skipped += 1
+                    continue
+                if time.monotonic() - t0 > max_seconds:
+                    skipped += 1
+                    continue
+                for _ in range(b):
+                    engine.add_request(f"s{n}", [rng.randrange(vocab) for _ in range(c)], params)
+                    n += 1
+                while engine.has_unfinished():
+                    engine.step()
+                points += 1
+                log(f"served sweep: batch {b} context {c} ({time.monotonic() - t0:.0f} s)")
+        engine.write_step_trace(trace_path)
+    finally:
+        engine.shutdown()
+        if folder is not None:
+            folder.cleanup()
+    return {"points": points, "skipped": skipped, "steps": len(engine.step_trace)}
