@@ -30,7 +30,6 @@ def run_served_sweep(model: str, trace_path: str | Path, *, batches: Sequence[in
     from cadence.core.sampling_params import SamplingParams
     from cadence.engine.config import EngineConfig, ModelLoadConfig
     from cadence.engine.llm_engine import LLMEngine
-
     from cadence.models.config import NAMED_SHAPES
     from cadence.sim.shapes import SIM_SHAPES
 
