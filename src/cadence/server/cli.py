@@ -49,7 +49,10 @@ def run(args: argparse.Namespace) -> int:
                                      scheduler=dataclass_from_args(SchedulerConfig, args),
                                      cache=dataclass_from_args(CacheConfig, args),
                                      parallel=dataclass_from_args(ParallelConfig, args))
-        if config.replicas > 1 or config.engine_process:
+        own_process = config.engine_process
+        if own_process is None:  # on a GPU the step loop must not wait for the front end's GIL
+            own_process = engine_config.load.device != "cpu" and _cuda_available()
+        if config.replicas > 1 or own_process:
             from cadence.distributed.replicas import ReplicaPool
 
             engine = ReplicaPool(engine_config, config.replicas, config.router, max_queue=config.max_queue)
@@ -71,6 +74,12 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(engine, AsyncEngine):  # its loop has stopped: free the cache, stop any TP workers
             engine.engine.shutdown()
     return 0
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 class _Server(uvicorn.Server):

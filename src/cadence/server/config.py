@@ -28,9 +28,10 @@ class ServerConfig:
     replicas: int = field(
         default=1, metadata={"help": "engine replicas, each in its own process, behind this one front end"}
     )
-    engine_process: bool = field(default=False, metadata={
+    engine_process: bool | None = field(default=None, metadata={
         "help": "run the engine in its own process even with one replica, so the HTTP front end never holds "
-                "the GIL the step loop needs (outputs cross a pipe once a step)"})
+                "the GIL the step loop needs (outputs cross a pipe once a step); none: on when the engine "
+                "runs on a CUDA GPU, off on CPU"})
     router: str = field(default="round_robin", metadata={
         "help": "how --replicas share requests", "choices": ("round_robin", "least_outstanding", "kv_aware")})
 
