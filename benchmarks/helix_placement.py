@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import random
 import subprocess
 import time
 from dataclasses import asdict
@@ -19,12 +20,51 @@ from pathlib import Path
 from cadence.plan.cluster import load_cluster
 from cadence.plan.milp import MilpConfig
 from cadence.plan.model import get_model
+from cadence.plan.placement import Placement, balanced_flow
 from cadence.plan.planner import plan
 from cadence.plan.simulator import SimConfig, default_routing, simulate
 from cadence.plan.throughput import ThroughputConfig, ThroughputModel
 
 CASES = [("helix-24", "llama-30b"), ("helix-24", "llama2-70b"), ("helix-24-geo", "llama-30b"),
          ("helix-24-geo", "llama2-70b"), ("helix-42", "llama-30b")]
+
+
+def sim_search(cluster, tm, tml, start: Placement, seconds: float, seed: int = 0) -> tuple[Placement, list]:
+    """Not a planner: hill climbing on *simulated* throughput (300 s runs, IWRR over the balanced flow
+    of `tml`), to see how much any placement could gain over `start` in this simulator."""
+    rng, L = random.Random(seed), start.num_layers
+    cfg = SimConfig(duration_s=300.0, warmup_s=150.0)
+
+    def score(ranges: dict) -> float:
+        p = Placement("sim-search", ranges, L)
+        flow = balanced_flow(cluster, p, tml) if p.covers_model() else None
+        return simulate(cluster, tm, p, flow, cfg, routing="iwrr").throughput if flow and flow.value > 0 else 0.0
+
+    ranges = dict(start.ranges)
+    best, trace, t0 = score(ranges), [], time.perf_counter()
+    trace.append((0.0, best))
+    while time.perf_counter() - t0 < seconds:
+        trial, node = dict(ranges), rng.choice(cluster.names)
+        top = tm.max_layers(cluster.node(node))
+        others = [n for n in trial if n != node]
+        if rng.random() < 0.5 and others:  # join another node's range, or sit next to it
+            s, e = trial[rng.choice(others)]
+            k = rng.randint(1, top)
+            trial[node] = (s, e) if rng.random() < 0.5 and e - s <= top else rng.choice(
+                [(e, e + k), (s - k, s)])
+        else:  # move a boundary shared by several nodes
+            cuts = sorted({e for _, e in trial.values() if 0 < e < L})
+            if not cuts:
+                continue
+            b, d = rng.choice(cuts), rng.choice((-2, -1, 1, 2))
+            trial = {n: (s + d if s == b else s, e + d if e == b else e) for n, (s, e) in trial.items()}
+        if any(s < 0 or e > L or not 1 <= e - s <= tm.max_layers(cluster.node(n)) for n, (s, e) in trial.items()):
+            continue
+        value = score(trial)
+        if value > best:
+            ranges, best = trial, value
+            trace.append((round(time.perf_counter() - t0, 1), round(value, 1)))
+    return Placement("sim-search", ranges, L), trace
 
 
 def main() -> None:
@@ -36,6 +76,8 @@ def main() -> None:
                     help="most of a node's memory its weights may take (the Helix artifact uses 0.5)")
     ap.add_argument("--tag", default="", help="suffix of the result files")
     ap.add_argument("--cases", default="", help="comma-separated cluster:model pairs (default: all)")
+    ap.add_argument("--sim-search-s", type=float, default=0.0,
+                    help="also hill-climb on simulated throughput from the best placement for this long")
     args = ap.parse_args()
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
@@ -76,9 +118,20 @@ def main() -> None:
                      "select_sim_score_per_budget_tried": result.tried, "select_score_s": result.score_s},
             "placements": rows,
         }
+        if args.sim_search_s > 0:  # headroom check, not a planner output
+            start_name = max(("helix-milp", "swarm", "separate"), key=lambda n: rows[n]["sim"]["throughput"])
+            start = Placement(start_name, rows[start_name]["ranges"], tm.model.num_layers)
+            found, trace = sim_search(cluster, tm, result.tm, start, args.sim_search_s)
+            sim = simulate(cluster, tm, found, balanced_flow(cluster, found, result.tm), sim_cfg, routing="iwrr")
+            record["sim_search"] = {"start": start_name, "seconds": args.sim_search_s, "trace_300s_sims": trace,
+                                    "routing": "iwrr", "latency_budget_s": result.latency_budget_s,
+                                    "sim": asdict(sim), "ranges": found.ranges}
         stem = f"helix_{cluster_name.replace('-', '_')}_{model_name.replace('-', '_').replace('.', '_')}"
         path = out / f"{stem}{args.tag}.json"
         path.write_text(json.dumps(record, indent=2, default=str))
+        if "sim_search" in record:
+            rows["sim-search"] = {"max_flow": 0.0, "latency_budget_s": result.latency_budget_s,
+                                  "sim": record["sim_search"]["sim"]}
         summary = "  ".join(f"{k}: flow {v['max_flow']:.0f} sim {v['sim']['throughput']:.0f} (L={v['latency_budget_s']})" for k, v in rows.items())
         print(f"{cluster_name} {model_name}: gap {100 * m.gap:.1f}% bound {m.dual_bound:.0f} "
               f"LP {m.lp_bound:.0f} solve {m.solve_s:.0f}s | {summary}", flush=True)

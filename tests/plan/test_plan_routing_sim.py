@@ -48,3 +48,10 @@ def test_swarm_router_prefers_the_faster_server_and_skips_full_ones() -> None:
     assert router.route(lambda n, k: n != "a")[0][0] == "b"
     assert router.route(lambda n, k: n != "c") is None
     assert router.route(lambda n, k: True)[1] == ("c", 16, 32)
+
+
+def test_swarm_router_avoids_dead_ends() -> None:
+    # "d" holds 0-8 but nothing starts at 8: SWARM never sends a request there
+    placement = Placement("swarm", {"a": (0, 16), "d": (0, 8), "c": (16, 32)}, 32)
+    router = SwarmRouter(placement)
+    assert all(router.route(lambda n, k: True)[0][0] == "a" for _ in range(5))

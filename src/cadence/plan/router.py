@@ -101,6 +101,12 @@ class SwarmRouter:
         self.next: dict[str, list[str]] = {SOURCE: by_start.get(0, [])}
         for n, (_, e) in placement.ranges.items():
             self.next[n] = [SINK] if e == L else by_start.get(e, [])
+        # no backtracking: drop successors from which the model's end cannot be reached
+        alive = {SINK}
+        for n in sorted(placement.ranges, key=lambda n: -placement.ranges[n][0]):
+            if any(b in alive for b in self.next[n]):
+                alive.add(n)
+        self.next = {a: [b for b in succ if b in alive] for a, succ in self.next.items()}
         self.ema = {(a, b): initial_s for a, succ in self.next.items() for b in succ}
         self.priority = dict.fromkeys(self.ema, 0.0)
 
