@@ -74,6 +74,7 @@ def main() -> None:
     ap.add_argument("--sim-s", type=float, default=1500.0)
     ap.add_argument("--weight-share", type=float, default=0.9,
                     help="most of a node's memory its weights may take (the Helix artifact uses 0.5)")
+    ap.add_argument("--partial-inference", action="store_true", help="let tokens enter a node mid-range (MILP option)")
     ap.add_argument("--tag", default="", help="suffix of the result files")
     ap.add_argument("--cases", default="", help="comma-separated cluster:model pairs (default: all)")
     ap.add_argument("--sim-search-s", type=float, default=0.0,
@@ -88,7 +89,7 @@ def main() -> None:
         cluster, tm = load_cluster(cluster_name), ThroughputModel(get_model(model_name), config)
         limit = args.time_limit_42 if len(cluster.nodes) > 24 else args.time_limit
         t0 = time.perf_counter()
-        result = plan(cluster, tm, MilpConfig(time_limit_s=limit))
+        result = plan(cluster, tm, MilpConfig(time_limit_s=limit, partial_inference=args.partial_inference))
         wall = time.perf_counter() - t0
         m = result.milp
         # long runs: with an offline backlog every node's KV cache fills at t=0 and all prompts prefill
@@ -109,7 +110,7 @@ def main() -> None:
         record = {
             "cluster": cluster_name, "model": model_name, "host": platform.node(), "cpu": platform.processor(),
             "python": platform.python_version(), "git_commit": commit, "solver": "HiGHS (highspy)",
-            "time_limit_s": limit, "cpu_threads": 1, "plan_wall_s": round(wall, 1), "throughput_config": asdict(tm.config),
+            "time_limit_s": limit, "partial_inference": args.partial_inference, "cpu_threads": 1, "plan_wall_s": round(wall, 1), "throughput_config": asdict(tm.config),
             "sim_config": asdict(sim_cfg),
             "milp": {"status": m.status, "objective": m.objective, "dual_bound": m.dual_bound,
                      "lp_bound": m.lp_bound, "gap": m.gap, "solve_s": m.solve_s, "warm_start": m.warm_start,
