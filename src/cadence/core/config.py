@@ -22,6 +22,11 @@ class SchedulerConfig:
     max_model_len: int | None = field(
         default=None, metadata={"help": "longest sequence (prompt + output); default: the model's context"}
     )
+    async_scheduling: bool = field(default=False, metadata={
+        "help": "plan and launch step n+1 while the device runs step n (sampled tokens feed the next step on "
+                "the device; stop rules apply one step late, the extra token is discarded). The engine falls "
+                "back to serial steps while any request asks for logprobs or penalties. Not for tensor "
+                "parallelism; the simulator ignores it"})
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:

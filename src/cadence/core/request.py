@@ -23,6 +23,10 @@ class RequestStatus(enum.Enum):
 
 _FINISHED = frozenset({RequestStatus.FINISHED_STOPPED, RequestStatus.FINISHED_LENGTH, RequestStatus.FINISHED_ABORTED})
 
+# An output token that is being sampled on the device and not yet known on the host (the engine's
+# async scheduling plans the next step before the current one's tokens come back).
+PLACEHOLDER = -1
+
 
 @dataclass(eq=False)
 class Request:
@@ -49,6 +53,8 @@ class Request:
     block_hashes: list[int] = field(default_factory=list)
     # len(prompt) + len(output), kept as a field: the scheduler reads it for every request every step.
     num_tokens: int = field(init=False)
+    # trailing output tokens that are PLACEHOLDERs (async scheduling; always 0 otherwise)
+    num_placeholders: int = 0
 
     def __post_init__(self) -> None:
         self.num_tokens = len(self.prompt_token_ids) + len(self.output_token_ids)
@@ -89,6 +95,39 @@ class Request:
     def all_token_ids(self) -> list[int]:
         return self.prompt_token_ids + self.output_token_ids
 
+    def known_token_ids(self) -> list[int]:
+        """All tokens but the trailing placeholders."""
+        if not self.num_placeholders:
+            return self.prompt_token_ids + self.output_token_ids
+        return self.prompt_token_ids + self.output_token_ids[:-self.num_placeholders]
+
+    @property
+    def num_known_output_tokens(self) -> int:
+        return len(self.output_token_ids) - self.num_placeholders
+
+    def append_placeholder(self) -> None:
+        """A token is being sampled: it counts (position, length limits) before its value is known."""
+        self.output_token_ids.append(PLACEHOLDER)
+        self.num_tokens += 1
+        self.num_placeholders += 1
+
+    def resolve_placeholder(self, token_id: int, now: float) -> int:
+        """The oldest placeholder's value came back; returns its index in the output."""
+        i = len(self.output_token_ids) - self.num_placeholders
+        self.output_token_ids[i] = token_id
+        self.num_placeholders -= 1
+        if self.first_token_time is None:
+            self.first_token_time = now
+        self.token_times.append(now)
+        return i
+
+    def drop_placeholders(self) -> None:
+        """The request ended with tokens still in flight: they will never be part of its output."""
+        if self.num_placeholders:
+            del self.output_token_ids[-self.num_placeholders:]
+            self.num_tokens -= self.num_placeholders
+            self.num_placeholders = 0
+
     def append_token(self, token_id: int, now: float) -> None:
         self.output_token_ids.append(token_id)
         self.num_tokens += 1
@@ -106,11 +145,15 @@ class Request:
 
     def check_stop(self) -> RequestStatus | None:
         """Token-level stop rules (stop strings are checked by the detokenizer, which knows text)."""
+        return self.stop_status_at(len(self.output_token_ids) - 1)
+
+    def stop_status_at(self, i: int) -> RequestStatus | None:
+        """The token-level stop rules applied to output token `i` as the last one."""
         params = self.sampling_params
-        n_out = len(self.output_token_ids)
-        if n_out == 0:
+        n_out = i + 1
+        if n_out <= 0:
             return None
-        last = self.output_token_ids[-1]
+        last = self.output_token_ids[i]
         if n_out >= params.min_tokens:
             if not params.ignore_eos and last in self.eos_token_ids:
                 self.stop_reason = last

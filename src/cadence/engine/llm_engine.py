@@ -15,6 +15,7 @@ from cadence.core.kv.kv_cache_manager import KVCacheManager
 from cadence.core.request import Request, RequestStatus
 from cadence.core.sampling_params import SamplingParams
 from cadence.core.scheduler import make_scheduler
+from cadence.core.scheduler.output import SchedulerOutput
 from cadence.distributed.shard import TPShard
 from cadence.engine.config import EngineConfig
 from cadence.engine.outputs import RequestOutput, TokenLogprob
@@ -22,13 +23,16 @@ from cadence.engine.tokenizer import IncrementalDetokenizer, Tokenizer
 from cadence.models.config import NAMED_SHAPES, ModelConfig
 from cadence.models.loader import load_model, resolve_dtype
 from cadence.runtime.attention.base import AttentionBackend
-from cadence.runtime.model_runner import ModelRunner
+from cadence.runtime.model_runner import LaunchedStep, ModelRunner
+from cadence.runtime.sampler import Sampler
 
 logger = logging.getLogger("cadence.engine")
 GiB = 1 << 30
 STEP_TRACE_ENV = "CADENCE_STEP_TRACE"  # a CSV path: the engine writes its step trace there at shutdown
+# overlapped = 1: async scheduling, where execute_s is the launch only and update_s holds the wait for
+# the previous step's tokens
 STEP_TRACE_FIELDS = ("start", "schedule_s", "prepare_s", "execute_s", "update_s", "num_seqs", "num_decodes",
-                     "num_prefill_tokens", "num_context_tokens", "graphed")
+                     "num_prefill_tokens", "num_context_tokens", "graphed", "overlapped")
 
 
 def resolve_model(model: str | None, load_format: str) -> tuple[ModelConfig, Path | None]:
@@ -62,6 +66,8 @@ class LLMEngine:
         mc = self.model_config
         self.device = _resolve_device(load.device)
         tp_size = config.parallel.tensor_parallel_size
+        if config.scheduler.async_scheduling and tp_size > 1:
+            raise ValueError("async scheduling does not run with tensor parallelism yet; drop one of the two")
         shard, self.tp = None, None
         if tp_size > 1:
             from cadence.distributed.group import TensorParallelGroup
@@ -107,6 +113,10 @@ class LLMEngine:
         self.num_generation_tokens_total = 0
         # one row per step (STEP_TRACE_FIELDS), the last 200k: where a served step's time goes
         self.step_trace: deque[tuple] = deque(maxlen=200_000)
+        # async scheduling: the launched step whose tokens are not back yet, and the requests it samples
+        self._in_flight: LaunchedStep | None = None
+        self._in_flight_sampling: list[Request] = []
+        self._serial_ids: set[str] = set()  # live requests whose sampling needs serial steps
         logger.info("engine ready: %s on %s (%s), %d KV blocks x %d tokens, policy %s, backend %s%s",
                     self.model_name, self.device, self.dtype, self.kv.num_blocks, self.kv.block_size,
                     config.scheduler.policy, self.runner.attention.name,
@@ -136,7 +146,8 @@ class LLMEngine:
             runner_cls = DriverModelRunner if tp_rank == 0 else WorkerModelRunner
         runner = runner_cls(model, self.local_model_config, backend=backend, num_blocks=num_blocks,
                             block_size=block_size, dtype=self.dtype, device=self.device,
-                            max_num_seqs=config.scheduler.max_num_seqs, max_model_len=self.max_model_len)
+                            max_num_seqs=config.scheduler.max_num_seqs, max_model_len=self.max_model_len,
+                            async_steps=config.scheduler.async_scheduling)
         if self.tp is not None:
             runner.group = self.tp  # type: ignore[attr-defined]
         return runner
@@ -207,6 +218,8 @@ class LLMEngine:
                 self.tokenizer, ids[-6:], params.stop, params.include_stop_str_in_output, params.skip_special_tokens
             )
         self.num_prompt_tokens_total += len(ids)
+        if not Sampler.can_defer(req):
+            self._serial_ids.add(request_id)
         return req
 
     def abort(self, request_ids: str | list[str]) -> None:
@@ -214,12 +227,19 @@ class LLMEngine:
         for req in self.scheduler.abort(ids):
             req.finished_time = self.clock()
             self._detok.pop(req.request_id, None)
+            self._serial_ids.discard(req.request_id)
 
     def has_unfinished(self) -> bool:
-        return self.scheduler.has_unfinished()
+        return self.scheduler.has_unfinished() or self._in_flight is not None
 
     # -- the loop ---------------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
+        """One step: outputs of the tokens it (or, with async scheduling, the step before) sampled."""
+        if self.config.scheduler.async_scheduling:
+            if not self._serial_ids:
+                return self._step_overlapped()
+            if self._in_flight is not None:  # a request needs serial steps: land the step in flight first
+                return self._land_in_flight()
         t0 = time.perf_counter()
         out = self.scheduler.schedule(self.clock())
         t1 = time.perf_counter()
@@ -228,38 +248,76 @@ class LLMEngine:
         t2 = time.perf_counter()
         now = self.clock()
         self.scheduler.update_from_output(out, tokens, now)
+        accepted = [(s.request, tokens[s.request.request_id]) for s in out.scheduled
+                    if s.request.request_id in tokens and s.request.status is not RequestStatus.FINISHED_ABORTED]
+        outputs = self._outputs(accepted, logprobs, now)
+        self.last_step = out
+        self._trace(t0, t1, t2, prep0, replays0, out)
+        return outputs
+
+    def _step_overlapped(self) -> list[RequestOutput]:
+        """Schedule and launch step n while step n-1 still runs, then take n-1's tokens: the host's
+        scheduling, input building and output work overlap the device's step instead of following it."""
+        t0 = time.perf_counter()
+        out = self.scheduler.schedule(self.clock())
+        t1 = time.perf_counter()
+        prep0, replays0 = self.runner.prepare_seconds, self._replays()
+        launched = self.runner.launch(out, self.kv, self._in_flight)
+        sampling = self.scheduler.advance(out, self.clock())
+        t2 = time.perf_counter()
+        outputs = self._land_in_flight(trace=False)
+        self._in_flight, self._in_flight_sampling = launched, sampling
+        self.last_step = out
+        if not out.is_empty():
+            self._trace(t0, t1, t2, prep0, replays0, out, overlapped=True)
+        return outputs
+
+    def _land_in_flight(self, trace: bool = True) -> list[RequestOutput]:
+        """Wait for the step in flight's tokens and turn them into outputs."""
+        launched, sampling = self._in_flight, self._in_flight_sampling
+        self._in_flight, self._in_flight_sampling = None, []
+        if launched is None:
+            return []
+        tokens = self.runner.collect(launched)
+        now = self.clock()
+        return self._outputs(self.scheduler.resolve(sampling, tokens, now), {}, now)
+
+    def _outputs(self, accepted: list[tuple[Request, int]], logprobs: dict[str, object],
+                 now: float) -> list[RequestOutput]:
         outputs = []
-        for s in out.scheduled:
-            req = s.request
+        for req, token in accepted:
             rid = req.request_id
-            if rid not in tokens or req.status is RequestStatus.FINISHED_ABORTED:
-                continue
             self.num_generation_tokens_total += 1
             text = ""
             det = self._detok.get(rid)
+            last = req.is_finished
             if det is not None:
-                text, hit = det.add([tokens[rid]])
-                if hit is not None and not req.is_finished:
+                text, hit = det.add([token])
+                if hit is not None and not last:
                     self.scheduler.finish_requests([rid], RequestStatus.FINISHED_STOPPED)
-                    req.stop_reason, req.finished_time = hit, now
-                elif req.is_finished:
+                    req.stop_reason, req.finished_time, last = hit, now, True
+                elif last:
                     text += det.flush()
             lps = []
             if rid in logprobs:
-                chosen, top = logprobs[rid]
-                lps.append(TokenLogprob(tokens[rid], chosen, top))
-            finished = req.is_finished
+                chosen, top = logprobs[rid]  # type: ignore[misc]
+                lps.append(TokenLogprob(token, chosen, top))
+            finished = last
             if finished:
                 self._detok.pop(rid, None)
+                self._serial_ids.discard(rid)
             outputs.append(RequestOutput(
-                request_id=rid, new_token_ids=[tokens[rid]], new_text=text, finished=finished,
+                request_id=rid, new_token_ids=[token], new_text=text, finished=finished,
                 finish_reason=req.status.value if finished else None, stop_reason=req.stop_reason,
                 new_logprobs=lps, num_prompt_tokens=req.num_prompt_tokens,
-                num_output_tokens=req.num_output_tokens, num_cached_tokens=req.num_cached_prompt_tokens,
+                num_output_tokens=req.num_known_output_tokens, num_cached_tokens=req.num_cached_prompt_tokens,
                 arrival_time=req.arrival_time, first_scheduled_time=req.first_scheduled_time,
                 first_token_time=req.first_token_time, finished_time=req.finished_time,
             ))
-        self.last_step = out
+        return outputs
+
+    def _trace(self, t0: float, t1: float, t2: float, prep0: float, replays0: int, out: SchedulerOutput,
+               overlapped: bool = False) -> None:
         decodes = prefill = context = 0
         for s in out.scheduled:
             context += s.num_computed_tokens + s.num_new_tokens
@@ -269,8 +327,7 @@ class LLMEngine:
                 prefill += s.num_new_tokens
         prep = self.runner.prepare_seconds - prep0
         self.step_trace.append((t0, t1 - t0, prep, t2 - t1 - prep, time.perf_counter() - t2, len(out.scheduled),
-                                decodes, prefill, context, int(self._replays() > replays0)))
-        return outputs
+                                decodes, prefill, context, int(self._replays() > replays0), int(overlapped)))
 
     def _replays(self) -> int:
         graphs = getattr(self.runner, "graphs", None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -16,7 +17,7 @@ from cadence.runtime.attention import AttentionBackend, backend_class
 from cadence.runtime.attention.vattention import BlockSizeError, pages_per_block
 from cadence.runtime.cuda_graphs import DecodeGraphs
 from cadence.runtime.sampler import Sampler, SampleResult
-from cadence.runtime.step_batch import StepBatch, build_step_batch
+from cadence.runtime.step_batch import InFlightTokens, StepBatch, build_step_batch
 
 logger = logging.getLogger("cadence.runtime")
 
@@ -33,17 +34,28 @@ def usable_backend(name: str, config: ModelConfig, block_size: int, dtype: torch
     return name
 
 
+@dataclass
+class LaunchedStep:
+    """A step whose forward and sampling are queued on the device; its tokens come back later."""
+
+    in_flight: InFlightTokens
+    host: torch.Tensor  # the tokens' copy on the host (filled once `event` completes)
+    event: torch.cuda.Event | None
+
+
 class ModelRunner:
     def __init__(self, model: LlamaForCausalLM, config: ModelConfig, *, backend: str, num_blocks: int,
                  block_size: int, dtype: torch.dtype, device: torch.device, max_num_seqs: int = 256,
-                 max_model_len: int | None = None, cuda_graphs: bool = True) -> None:
+                 max_model_len: int | None = None, cuda_graphs: bool = True, async_steps: bool = False) -> None:
+        """`async_steps`: steps may be launched while the previous one runs (`launch`/`collect`)."""
         self.model = model
         self.config = config
         self.device = device
         self.dtype = dtype
         backend = usable_backend(backend, config, block_size, dtype)
         self.attention: AttentionBackend = backend_class(backend)(
-            config, num_blocks, block_size, dtype, device, max_num_seqs=max_num_seqs, max_model_len=max_model_len)
+            config, num_blocks, block_size, dtype, device, max_num_seqs=max_num_seqs, max_model_len=max_model_len,
+            defer_reuse=async_steps)
         self.sampler = Sampler(device)
         self.graphs: DecodeGraphs | None = None
         if cuda_graphs and device.type == "cuda" and self.attention.supports_cuda_graphs:
@@ -60,7 +72,7 @@ class ModelRunner:
         for rid in out.finished_ids:
             self.sampler.forget(rid)
         gone = list(out.finished_ids) + [r.request_id for r in out.preempted]
-        if gone:
+        if gone or self.attention.defer_reuse:
             self.attention.free_requests(gone)
         if out.is_empty():
             return {}, {}
@@ -75,6 +87,42 @@ class ModelRunner:
         tokens = dict(zip(ids, result.token_ids, strict=True))
         logprobs = {rid: lp for rid, lp in zip(ids, result.logprobs, strict=True) if lp is not None}
         return tokens, logprobs
+
+    @torch.inference_mode()
+    def launch(self, out: SchedulerOutput, kv: KVCacheManager, prev: LaunchedStep | None) -> LaunchedStep | None:
+        """Queue step `out` (forward and sampling) without waiting for it; decodes whose input is the
+        token `prev` samples read it on the device. Every sampled request must `can_defer`."""
+        for rid in out.finished_ids:
+            self.sampler.forget(rid)
+        # every step: the backend releases what the step before last let go (see defer_reuse)
+        self.attention.free_requests(list(out.finished_ids) + [r.request_id for r in out.preempted])
+        if out.is_empty():
+            return None
+        t = time.perf_counter()
+        batch = build_step_batch(out, kv, self.device, prev.in_flight if prev is not None else None)
+        logits = self.run_batch(batch, t)
+        reqs = batch.sample_requests
+        if logits is None:
+            tokens = torch.empty(0, dtype=torch.long, device=self.device)
+        else:
+            tokens = self.sampler.sample_tensor(logits, reqs)
+        event = None
+        if self.device.type == "cuda":
+            host = torch.empty(tokens.shape, dtype=tokens.dtype, pin_memory=True)
+            host.copy_(tokens, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+        else:
+            host = tokens
+        return LaunchedStep(InFlightTokens(tokens, {r.request_id: i for i, r in enumerate(reqs)}), host, event)
+
+    @staticmethod
+    def collect(step: LaunchedStep) -> dict[str, int]:
+        """Wait for a launched step's tokens (only for it: later steps may still run)."""
+        if step.event is not None:
+            step.event.synchronize()
+        values = step.host.tolist()
+        return {rid: values[i] for rid, i in step.in_flight.rows.items()}
 
     def run_batch(self, batch: StepBatch, t0: float) -> torch.Tensor | None:
         """The forward of one step: logits of its sampled positions, or None if it samples none.

@@ -76,6 +76,32 @@ class Sampler:
         return SampleResult(token_ids, logprobs)
 
     @staticmethod
+    def can_defer(req: Request) -> bool:
+        """Whether this request's token can be sampled without the host knowing its earlier tokens
+        and without reading anything back but the token (async scheduling)."""
+        p = req.sampling_params
+        return p.logprobs is None and not p.needs_penalties
+
+    @torch.no_grad()
+    def sample_tensor(self, logits: torch.Tensor, reqs: list[Request]) -> torch.Tensor:
+        """The chosen token of each row as a device tensor, nothing copied back (for requests that
+        `can_defer`; the same draws as __call__ makes)."""
+        params = [r.sampling_params for r in reqs]
+        blocked = [(i, self._blocked_ids(r)) for i, r in enumerate(reqs)]
+        blocked = [(i, ids) for i, ids in blocked if ids]
+        if all(p.greedy for p in params) and not blocked:
+            return logits.argmax(dim=-1)
+        logits = logits.float()
+        if blocked:
+            logits = logits.clone()
+            for i, ids in blocked:
+                logits[i, ids] = NEG_INF
+        if all(p.greedy for p in params):
+            return logits.argmax(dim=-1)
+        greedy = torch.tensor([p.greedy for p in params], device=self.device)
+        return self._sample(logits, reqs, greedy)
+
+    @staticmethod
     def _blocked_ids(req: Request) -> list[int]:
         """EOS and stop tokens may not end a request before min_tokens."""
         p = req.sampling_params

@@ -61,19 +61,39 @@ class StepBatch:
         return self._slot_mapping
 
 
-def build_step_batch(out: SchedulerOutput, kv: KVCacheManager, device: torch.device) -> StepBatch:
+@dataclass
+class InFlightTokens:
+    """The tokens a launched step samples, still on the device: row `rows[request id]` of `tokens`."""
+
+    tokens: torch.Tensor
+    rows: dict[str, int]
+
+
+def build_step_batch(out: SchedulerOutput, kv: KVCacheManager, device: torch.device,
+                     in_flight: InFlightTokens | None = None) -> StepBatch:
+    """`in_flight`: the previous step's sampled tokens, for decodes whose input token is still a
+    placeholder on the host (async scheduling); they are copied in on the device."""
     ids: list[int] = []
     pos: list[int] = []
     query_lens, context_lens, rids, known = [], [], [], []
     sample_idx: list[int] = []
     sample_reqs: list[Request] = []
+    patch_dst: list[int] = []
+    patch_src: list[int] = []
     for s in out.scheduled:
         req, start, n = s.request, s.num_computed_tokens, s.num_new_tokens
         end = start + n
-        ids.extend(req.token_slice(start, end))
         if n == 1:
+            tok = req.token_id(start)
+            if tok < 0:  # PLACEHOLDER: sampled by the step in flight
+                assert in_flight is not None, f"{req.request_id}'s input token is not known"
+                patch_dst.append(len(ids))
+                patch_src.append(in_flight.rows[req.request_id])
+                tok = 0
+            ids.append(tok)
             pos.append(start)
         else:
+            ids.extend(req.token_slice(start, end))
             pos.extend(range(start, end))
         query_lens.append(n)
         context_lens.append(end)
@@ -84,6 +104,10 @@ def build_step_batch(out: SchedulerOutput, kv: KVCacheManager, device: torch.dev
             sample_reqs.append(req)
     # one host-to-device copy for ids and positions together
     both = torch.tensor([ids, pos], dtype=torch.long).to(device, non_blocking=True)
+    if patch_dst:
+        assert in_flight is not None
+        idx = torch.tensor([patch_dst, patch_src], dtype=torch.long).to(device, non_blocking=True)
+        both[0].index_copy_(0, idx[0], in_flight.tokens.index_select(0, idx[1]))
     return StepBatch(both[0], both[1], query_lens, context_lens,
                      torch.tensor(sample_idx, dtype=torch.long).to(device, non_blocking=True), sample_reqs,
                      kv.block_size, rids, known, device, kv)

@@ -48,7 +48,8 @@ def read_step_trace(path: str | Path) -> list[dict[str, float]]:
     if missing:
         raise SimInputError(f"step trace {path} lacks columns {', '.join(missing)}")
     try:
-        return [{c: float(r[c]) for c in TRACE_COLUMNS} for r in rows]
+        return [{**{c: float(r[c]) for c in TRACE_COLUMNS}, "overlapped": float(r.get("overlapped") or 0)}
+                for r in rows]
     except ValueError as exc:
         raise SimInputError(f"step trace {path}: {exc}") from None
 
@@ -68,7 +69,7 @@ def add_served_points(profile: Profile, traces: Iterable[str | Path]) -> dict[st
         rows = read_step_trace(path)
         for i, r in enumerate(rows):
             b = int(r["num_seqs"])
-            if b == 0:
+            if b == 0 or r.get("overlapped"):  # an overlapped step's execute_s is its launch only
                 continue
             gap = rows[i + 1]["start"] - r["start"] - (r["schedule_s"] + r["prepare_s"] + r["execute_s"]
                                                          + r["update_s"]) if i + 1 < len(rows) else None

@@ -40,7 +40,7 @@ class KVCacheManager:
         token is always left to compute, so that the step produces logits for it."""
         if not self.enable_prefix_caching:
             return [], 0
-        tokens = req.all_token_ids()
+        tokens = req.known_token_ids()
         extend_block_hashes(req.block_hashes, tokens, self.block_size)
         hits: list[Block] = []
         max_blocks = (len(tokens) - 1) // self.block_size
@@ -84,7 +84,8 @@ class KVCacheManager:
 
     def _register_full_blocks(self, req: Request, held: list[Block], num_tokens: int) -> None:
         """Full blocks whose tokens are all known become findable (their KV is written this step,
-        layer by layer before any attention reads it)."""
+        layer by layer before any attention reads it). A block whose last token is still a
+        placeholder (async scheduling) waits for a later call."""
         if not self.enable_prefix_caching:
             return
         full = num_tokens // self.block_size
@@ -92,10 +93,17 @@ class KVCacheManager:
         if full <= done:
             return
         if len(req.block_hashes) < full:
-            extend_block_hashes(req.block_hashes, req.all_token_ids(), self.block_size)
-        for i in range(done, min(full, len(req.block_hashes))):
+            extend_block_hashes(req.block_hashes, req.known_token_ids(), self.block_size)
+        upto = min(full, len(req.block_hashes))
+        for i in range(done, upto):
             self.pool.register(held[i], req.block_hashes[i])
-        self._num_registered[req.request_id] = full
+        self._num_registered[req.request_id] = upto
+
+    def register_known_blocks(self, req: Request) -> None:
+        """Register the full computed blocks whose tokens became known since they were filled."""
+        held = self.req_blocks.get(req.request_id)
+        if held:
+            self._register_full_blocks(req, held, req.num_computed_tokens)
 
     def free(self, req: Request) -> None:
         blocks = self.req_blocks.pop(req.request_id, None)

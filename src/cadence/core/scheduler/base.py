@@ -27,6 +27,9 @@ class Scheduler(abc.ABC):
         self.requests: dict[str, Request] = {}
         self.num_preemptions = 0
         self._finished_ids: list[str] = []
+        # async scheduling: requests whose last token (max_tokens) is in flight; they hold their blocks
+        # until it lands, so that the blocks it completes can still be registered for prefix caching
+        self._landing: list[Request] = []
 
     # -- life cycle -------------------------------------------------------------------------
     def add_request(self, req: Request) -> None:
@@ -50,19 +53,22 @@ class Scheduler(abc.ABC):
             req = self.requests.get(rid)
             if req is None or req.is_finished:
                 continue
-            if req.status == RequestStatus.RUNNING:
-                self.running.remove(req)
-            else:
-                self.waiting.remove(req)
-            self._finish(req, status)
+            self._end(req, status)
+            req.drop_placeholders()  # tokens in flight are not part of an ended request's output
             done.append(req)
         return done
+
+    def _end(self, req: Request, status: RequestStatus) -> None:
+        """Take an unfinished request out of the running set or the waiting queue and finish it."""
+        if req.status == RequestStatus.RUNNING:
+            (self._landing if req in self._landing else self.running).remove(req)
+        else:
+            self.waiting.remove(req)
+        self._finish(req, status)
 
     def abort(self, request_ids: Iterable[str]) -> list[Request]:
         return self.finish_requests(request_ids, RequestStatus.FINISHED_ABORTED)
 
-    def has_unfinished(self) -> bool:
-        return bool(self.waiting or self.running)
 
     @property
     def num_waiting(self) -> int:
@@ -117,6 +123,53 @@ class Scheduler(abc.ABC):
                 finished.append(req)
         return finished
 
+    # -- the same update in two halves, for an engine that plans a step while the last one runs --
+    def advance(self, out: SchedulerOutput, now: float) -> list[Request]:
+        """Right after step `out` is launched, before its tokens are known: advance every scheduled
+        request and give each one that samples a placeholder token, so that the next schedule()
+        plans its next decode. A request whose placeholder is its last allowed token (max_tokens)
+        leaves the running set now (it is never scheduled again) and finishes when that token
+        lands in resolve(). Returns the requests that sample in this step, for resolve()."""
+        sampling = []
+        aborted = RequestStatus.FINISHED_ABORTED
+        for s in out.scheduled:
+            req = s.request
+            if req.status is aborted:
+                continue
+            computed = req.num_computed_tokens = s.num_computed_tokens + s.num_new_tokens
+            if computed != req.num_tokens:  # a prefill chunk: nothing to sample yet
+                continue
+            req.append_placeholder()
+            sampling.append(req)
+            if req.num_output_tokens >= req.sampling_params.max_tokens:
+                self.running.remove(req)
+                self._landing.append(req)
+        return sampling
+
+    def resolve(self, sampling: list[Request], sampled: dict[str, int], now: float) -> list[tuple[Request, int]]:
+        """The tokens of an advanced step came back: fill each request's oldest placeholder and apply
+        the token-level stop rules to it (ending the request and dropping any newer placeholder).
+        Returns the (request, token) pairs that became output; a request that ended before (abort,
+        an earlier stop) gets none."""
+        accepted = []
+        for req in sampling:
+            if req.num_placeholders == 0 or req.status is RequestStatus.FINISHED_ABORTED:
+                continue  # ended meanwhile: its placeholders were dropped
+            token = sampled[req.request_id]
+            status = req.stop_status_at(req.resolve_placeholder(token, now))
+            accepted.append((req, token))
+            if status is None:
+                continue
+            req.drop_placeholders()
+            req.finished_time = now
+            if req in self._landing:
+                self.kv.register_known_blocks(req)  # before its blocks are freed
+            self._end(req, status)
+        return accepted
+
+    def has_unfinished(self) -> bool:
+        return bool(self.waiting or self.running or self._landing)
+
     # -- building blocks for policies -------------------------------------------------------
     def _remaining(self, req: Request) -> int:
         return req.num_tokens - req.num_computed_tokens
@@ -153,6 +206,8 @@ class Scheduler(abc.ABC):
         """Admit the head of the waiting queue. Its tokens past any prefix-cache hit are cut to
         `budget` if `partial`, else it must fit whole (None: no limit). Returns the tokens
         scheduled, 0 if it does not fit (admissions never preempt)."""
+        if req.num_placeholders:  # preempted with a token in flight: recompute once it is known
+            return 0
         cached, num_cached = self.kv.get_computed_blocks(req)
         n = req.num_tokens - num_cached
         if budget is not None and n > budget:

@@ -21,8 +21,12 @@ class AttentionBackend(abc.ABC):
     supports_cuda_graphs = False  # True: implements prepare_decode() over static buffers
 
     def __init__(self, config: ModelConfig, num_blocks: int, block_size: int, dtype: torch.dtype,
-                 device: torch.device, *, max_num_seqs: int = 256, max_model_len: int | None = None) -> None:
+                 device: torch.device, *, max_num_seqs: int = 256, max_model_len: int | None = None,
+                 defer_reuse: bool = False) -> None:
+        """`defer_reuse`: steps overlap (async scheduling), so what a request held when it ended may
+        still be read by the step in flight: a backend that remaps memory must keep it one step more."""
         self.config = config
+        self.defer_reuse = defer_reuse
         self.num_blocks = num_blocks
         self.block_size = block_size
         self.dtype = dtype
@@ -47,7 +51,8 @@ class AttentionBackend(abc.ABC):
         `attn(layer, q, k, v)` that writes this step's K/V and attends."""
 
     def free_requests(self, request_ids: Iterable[str]) -> None:
-        """These requests ended or were preempted: forget their per-request state."""
+        """These requests ended or were preempted: forget their per-request state. With
+        `defer_reuse` this is called every step (possibly with no ids)."""
 
     def after_launch(self, batch: StepBatch) -> None:
         """Called once the step's GPU work is queued, while the GPU runs: work for later steps."""

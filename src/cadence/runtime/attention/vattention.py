@@ -86,8 +86,8 @@ class VAttentionBackend(AttentionBackend):
         return VirtualMemory(index, num_bytes)
 
     def __init__(self, config: ModelConfig, num_blocks: int, block_size: int, dtype: torch.dtype,
-                 device: torch.device, **kwargs: int | None) -> None:
-        super().__init__(config, num_blocks, block_size, dtype, device, **kwargs)
+                 device: torch.device, **kwargs: int | bool | None) -> None:
+        super().__init__(config, num_blocks, block_size, dtype, device, **kwargs)  # type: ignore[arg-type]
         self._check_device(device)
         self.ppb = pages_per_block(config, block_size, dtype)
         itemsize = torch.empty((), dtype=dtype).element_size()
@@ -98,7 +98,9 @@ class VAttentionBackend(AttentionBackend):
         self.max_ctx = -(-max_ctx // block_size) * block_size
         self.slot_bytes = self.max_ctx * self.stride_bytes
         self.page_bytes_per_block = self.ppb * PAGE_SIZE
-        num_slots = self.max_num_seqs
+        # with overlapping steps a slot rests one step after its request ends (free_requests), so
+        # up to twice max_num_seqs slots can be taken at once
+        num_slots = self.max_num_seqs * (2 if self.defer_reuse else 1)
         while True:  # the range is virtual: only its pages cost memory, but the driver may cap it
             try:
                 self.vm = self._reserve((num_slots + 1) * self.slot_bytes)
@@ -123,6 +125,7 @@ class VAttentionBackend(AttentionBackend):
         self.premapped: dict[tuple[int, int], list[int]] = {}  # (slot, block position) -> spare pages
         self._pending: list[tuple[int, int]] = []  # maps gathered over a pass, issued by _flush_maps
         self.free_slots = list(range(num_slots, 0, -1))
+        self._resting: list[int] = []
         self.slot_of: dict[str, int] = {}
         self.checked: dict[str, int] = {}  # blocks known to be mapped right, per request
         self.num_swaps = 0
@@ -218,11 +221,17 @@ class VAttentionBackend(AttentionBackend):
                 self.premapped[(slot, pos)] = pages
 
     def free_requests(self, request_ids: Iterable[str]) -> None:
+        # With overlapping steps the step in flight may still write an ended request's slot, and the
+        # slot's next tenant could remap its pages under it: a slot rests for one step first (the
+        # engine has waited for that step's tokens before it launches the one after).
+        if self.defer_reuse:
+            self.free_slots.extend(self._resting)
+            self._resting = []
         for rid in request_ids:
             slot = self.slot_of.pop(rid, None)
             self.checked.pop(rid, None)
-            if slot is not None:
-                self.free_slots.append(slot)  # mappings stay: the next tenant may reuse the pages
+            if slot is not None:  # mappings stay: the next tenant may reuse the pages
+                (self._resting if self.defer_reuse else self.free_slots).append(slot)
 
     def _slot(self, rid: str) -> int:
         slot = self.slot_of.get(rid)
