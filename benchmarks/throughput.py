@@ -89,10 +89,11 @@ def floor(cfg: ModelConfig, reqs: list[tuple[int, int]], ceil: dict[str, float])
             "memory_s": t_mem, "compute_s": t_flop, "floor_s": t, "floor_out_tok_s": out / t}
 
 
-def make_engine(model: str, args) -> LLMEngine:
+def make_engine(model: str, args, overlapped: bool = False) -> LLMEngine:
     cfg = EngineConfig(
         load=ModelLoadConfig(model=model, load_format="dummy", attention_backend=args.backend),
-        scheduler=SchedulerConfig(max_num_seqs=256, max_num_batched_tokens=args.budget, max_model_len=2048),
+        scheduler=SchedulerConfig(max_num_seqs=256, max_num_batched_tokens=args.budget, max_model_len=2048,
+                                  async_scheduling=overlapped),
         cache=CacheConfig(gpu_memory_utilization=args.gpu_memory_utilization, enable_prefix_caching=True),
     )
     return LLMEngine(cfg)
@@ -230,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-w1", action="store_true", help="only the 64-request comparison")
     ap.add_argument("--hf-timeout", type=float, default=240.0)
     ap.add_argument("--out", default=None, help="results JSON path")
+    ap.add_argument("--async-scheduling", default="off", choices=("off", "on", "both"),
+                    help="both: W1 with serial steps, then again with async scheduling, in the same process")
     args = ap.parse_args(argv)
 
     specs = w1()
@@ -250,8 +253,9 @@ def main(argv: list[str] | None = None) -> int:
         r: dict = {"floor": floor(ModelConfig.from_dict(NAMED_SHAPES[model]), [(len(p), o) for p, o in reqs],
                                   res["ceilings"])}
         t = time.perf_counter()
-        engine = make_engine(model, args)
+        engine = make_engine(model, args, overlapped=args.async_scheduling == "on")
         r["engine_start_s"] = time.perf_counter() - t
+        r["async_scheduling"] = args.async_scheduling == "on"
         r["kv_sizing"] = getattr(engine, "kv_sizing", None)
         r["backend"] = engine.runner.attention.name
         if engine.runner.graphs is not None:
@@ -271,20 +275,30 @@ def main(argv: list[str] | None = None) -> int:
             r["vmm_after_shutdown"] = {"pages_alive": st.pages_alive, "mappings_alive": st.mappings_alive}
         del engine
         torch.cuda.empty_cache()
+        if args.async_scheduling == "both" and not args.skip_w1:  # the same W1, steps overlapped
+            engine = make_engine(model, args, overlapped=True)
+            run_cadence(engine, warm, "warm")
+            r["w1_async"] = run_cadence(engine, reqs, "w1a")
+            r["w1_async"]["pct_of_floor"] = 100 * r["w1_async"]["out_tok_s"] / r["floor"]["floor_out_tok_s"]
+            print(model, "W1 async", json.dumps(r["w1_async"]), flush=True)
+            engine.shutdown()
+            del engine
+            torch.cuda.empty_cache()
         if args.hf:
             r["hf_cb_64"] = run_hf(model, reqs[:HF_SUBSET], args.hf_timeout)
             if "out_tok_s" in r["hf_cb_64"]:
                 r["ratio_vs_hf_64"] = r["cadence_64"]["out_tok_s"] / r["hf_cb_64"]["out_tok_s"]
         res[model] = r
         print(model, json.dumps(r, indent=1), flush=True)
-        if "w1" in r:
-            rows.append((model, r["w1"]["out_tok_s"], r["floor"]["floor_out_tok_s"], r["w1"]["pct_of_floor"],
-                         r.get("ratio_vs_hf_64")))
+        for key in ("w1", "w1_async"):
+            if key in r:
+                rows.append((model + (" async" if key == "w1_async" else ""), r[key]["out_tok_s"],
+                             r["floor"]["floor_out_tok_s"], r[key]["pct_of_floor"], r.get("ratio_vs_hf_64")))
         if args.out:
             Path(args.out).write_text(json.dumps(res, indent=1))
-    print(f"\n{'model':12} {'tok/s':>9} {'floor tok/s':>12} {'% floor':>8} {'x HF(64)':>9}")
+    print(f"\n{'model':18} {'tok/s':>9} {'floor tok/s':>12} {'% floor':>8} {'x HF(64)':>9}")
     for model, tps, fl, pct, ratio in rows:
-        print(f"{model:12} {tps:9.0f} {fl:12.0f} {pct:8.1f} {ratio if ratio else float('nan'):9.1f}")
+        print(f"{model:18} {tps:9.0f} {fl:12.0f} {pct:8.1f} {ratio if ratio else float('nan'):9.1f}")
     return 0
 
 
