@@ -265,14 +265,14 @@ class LLMEngine:
         launched = self.runner.launch(out, self.kv, self._in_flight)
         sampling = self.scheduler.advance(out, self.clock())
         t2 = time.perf_counter()
-        outputs = self._land_in_flight(trace=False)
+        outputs = self._land_in_flight()
         self._in_flight, self._in_flight_sampling = launched, sampling
         self.last_step = out
         if not out.is_empty():
             self._trace(t0, t1, t2, prep0, replays0, out, overlapped=True)
         return outputs
 
-    def _land_in_flight(self, trace: bool = True) -> list[RequestOutput]:
+    def _land_in_flight(self) -> list[RequestOutput]:
         """Wait for the step in flight's tokens and turn them into outputs."""
         launched, sampling = self._in_flight, self._in_flight_sampling
         self._in_flight, self._in_flight_sampling = None, []
