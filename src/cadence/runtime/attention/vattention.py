@@ -25,7 +25,13 @@ import torch
 from cadence.models.config import ModelConfig
 from cadence.runtime import kernels
 from cadence.runtime.attention.base import AttentionBackend, StepAttention
-from cadence.runtime.attention.flash import flash_decode, flash_varlen, packed_cu_q
+from cadence.runtime.attention.flash import (
+    decode_splits,
+    flash_decode,
+    flash_varlen,
+    packed_cu_q,
+    split_kv_decode,
+)
 from cadence.runtime.step_batch import StepBatch
 from cadence.runtime.vmm import PAGE_SIZE, VirtualMemory, VMMError
 
@@ -257,10 +263,15 @@ class VAttentionBackend(AttentionBackend):
     def _decode_attention(self, write_idx: torch.Tensor, cu_q_packed: torch.Tensor, cu_k: torch.Tensor,
                           seqused: torch.Tensor, max_k: int) -> StepAttention:
         k_layers, v_layers, scale = self.k_layers, self.v_layers, self.scale
+        B = int(write_idx.shape[0])
+        splits = decode_splits(B, self.config.num_heads) if self.split_kv else 1
+        cu_split = torch.arange(B * splits + 1, dtype=torch.int32, device=self.device) if splits > 1 else None
 
         def attn(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             kc, vc = k_layers[layer], v_layers[layer]
             _write(k, v, kc, vc, write_idx)
+            if cu_split is not None:
+                return split_kv_decode(q, kc, vc, cu_k, seqused, max_k, scale, splits, cu_split)
             return flash_decode(q, kc, vc, cu_q_packed, cu_k, max_k, seqused, scale)
 
         return attn
@@ -318,12 +329,16 @@ class VAttentionBackend(AttentionBackend):
         cu_q, cu_k, used = self.cu_q_packed[:bucket + 1], meta[1, :bucket + 1], meta[2, :bucket]
         k_layers, v_layers, scale, max_ctx = self.k_layers, self.v_layers, self.scale, self.max_ctx
         state: dict[str, torch.Tensor] = {}
+        splits = decode_splits(bucket, self.config.num_heads) if self.split_kv else 1
+        cu_split = torch.arange(bucket * splits + 1, dtype=torch.int32, device=self.device) if splits > 1 else None
 
         def attn(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             if layer == 0:  # once per step: each token's row is its slot's base plus its position
                 state["idx"] = meta[1, :bucket].long() + positions
             kc, vc = k_layers[layer], v_layers[layer]
             _write(k, v, kc, vc, state["idx"])
+            if cu_split is not None:  # static shapes per bucket: capturable
+                return split_kv_decode(q, kc, vc, cu_k, used, max_ctx, scale, splits, cu_split)
             return flash_decode(q, kc, vc, cu_q, cu_k, max_ctx, used, scale)
 
         return attn
