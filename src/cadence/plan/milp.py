@@ -291,7 +291,7 @@ def solve_milp(cluster: Cluster, tm: ThroughputModel, warm: Placement, config: M
     result_flow = max_flow(cluster, placement, tm)
     switched = {e for e, d in switch.items() if values[d] > 0.5}
     on_switched = max_flow(cluster, placement, tm, switched)
-    if on_switched.value > result_flow.value:  # the MILP's own links keep every route within the budget
+    if on_switched.value > result_flow.value:  # the flow on the MILP's own switched links
         result_flow = on_switched
     if result_flow.value < warm_flow.value:  # never return worse than the start
         placement, result_flow = Placement("helix-milp", warm.ranges, L, partial), warm_flow

@@ -10,14 +10,14 @@ The same physics the simulator runs (`iteration_time`), reduced to one table per
 - Compute-bound capacity: b/T(b) at the largest batch (min(R(k), max_batch)), less the time prompts
   take (prefill is charged per output token).
 - Latency budget Lambda (`latency_budget_s`): decode is autoregressive, every output token walks the
-  whole route and back to the coordinator before the next one starts, so a request resident on a
-  node makes one token per round trip. If every route's round trip is at most Lambda, a node with R(k)
-  resident requests serves at most R(k)/Lambda tokens/s (Little's law). The node then runs batches of
-  b = X T(b) at throughput X, and a token spends `hop_time` = (1 + hop_wait) T(b) there (its own
-  iteration plus the mean residual of the one in progress when it arrives); the planner charges that
-  plus each link's latency and transfer to the route, and keeps routes within Lambda (the MILP with
-  arrival-time potentials, the max-flow evaluation by pruning nodes on too-long routes).
-- With Lambda = 0 there is no latency budget: capacity is the compute-bound one (tests, unit tables).
+  whole route and back to the coordinator before the next one starts, so a node with n requests in
+  flight serves n/Lambda tokens/s if the round trip is Lambda (Little's law), n <= R(k).
+- Tokens bunch into convoys (a node batches everything queued): `convoy_hop` charges a token its
+  bunch's iteration (decode steps plus the prompts that replaced finished requests) and a share of
+  waiting. A node holding k layers gets the share Lambda k / L of the round trip and keeps the largest
+  n whose hop fits it, so any route through all L layers fits Lambda (links aside) and neither max
+  flow nor the MILP needs route-latency constraints.
+- With Lambda <= 0 there is no latency budget: capacity is the compute-bound one (tests, unit tables).
 
 Capacity(k) is an arbitrary table, so the MILP's "holds k layers" binaries keep it linear. Measured
 numbers (tokens/s per layer count) replace the compute-bound capacity where given and scale it where
