@@ -124,20 +124,48 @@ def test_outputs_independent_of_prefix_caching_and_memory(workload, seed, budget
     assert run(True, -(-MAX_LEN // BLOCK)) == big
 
 
-def drive_deterministic(workload, seed, budget, caching, num_blocks):
+def drive_deterministic(workload, seed, budget, caching, num_blocks, policy="sarathi", overlapped=False, eos=False):
+    """`overlapped`: drive the scheduler as the engine's async scheduling does: advance() right after
+    each step is 'launched', resolve() one step later, with the 'model' reading only known tokens."""
     rng = random.Random(seed)
     kv = KVCacheManager(num_blocks, BLOCK, enable_prefix_caching=caching)
-    sched = make_scheduler(SchedulerConfig(policy="sarathi", max_num_batched_tokens=budget), kv, MAX_LEN)
+    sched = make_scheduler(SchedulerConfig(policy=policy, max_num_batched_tokens=budget), kv, MAX_LEN)
     prefixes = {g: [rng.randrange(50) for _ in range(12)] for g in range(3)}
     reqs = []
     for i, (plen, max_tokens, _, group) in enumerate(workload):
         prompt = (prefixes[group] + [rng.randrange(50) for _ in range(plen)])[: max(plen, 1)]
-        req = Request(f"r{i}", prompt, SamplingParams(max_tokens=min(max_tokens, MAX_LEN - len(prompt)), temperature=0))
+        req = Request(f"r{i}", prompt, SamplingParams(max_tokens=min(max_tokens, MAX_LEN - len(prompt)), temperature=0),
+                      eos_token_ids=frozenset({0}) if eos else frozenset())
         sched.add_request(req)
         reqs.append(req)
-    while sched.has_unfinished():
+    in_flight: list[Request] = []
+    while sched.has_unfinished() or in_flight:
         out = sched.schedule()
-        sampled = {s.request.request_id: hash(tuple(s.request.all_token_ids())) % 50 for s in out.scheduled if s.samples}
-        sched.update_from_output(out, sampled, 0.0)
+        if not overlapped:
+            sampled = {s.request.request_id: hash(tuple(s.request.all_token_ids())) % 50
+                       for s in out.scheduled if s.samples}
+            sched.update_from_output(out, sampled, 0.0)
+            continue
+        sampling = sched.advance(out, 0.0)
+        tokens = {r.request_id: hash(tuple(r.known_token_ids())) % 50 for r in in_flight}
+        sched.resolve(in_flight, tokens, 0.0)
+        in_flight = sampling
     kv.check_all_free()
+    assert all(r.num_placeholders == 0 for r in reqs)
     return reqs
+
+
+@settings(max_examples=40, deadline=None)
+@given(workload=workloads, seed=st.integers(0, 1000), budget=st.integers(1, 64),
+       policy=st.sampled_from(sorted(SCHEDULERS)), caching=st.booleans(), eos=st.booleans(),
+       spare_blocks=st.sampled_from([0, 4, 1000]))
+def test_overlapped_steps_give_the_outputs_of_serial_steps(workload, seed, budget, policy, caching, eos, spare_blocks):
+    """advance()/resolve() one step apart (async scheduling) against update_from_output(): the same
+    tokens and finish reasons for every request, whatever the policy, caching, preemption or stops."""
+    num_blocks = -(-MAX_LEN // BLOCK) + spare_blocks
+
+    def run(overlapped):
+        reqs = drive_deterministic(workload, seed, budget, caching, num_blocks, policy, overlapped, eos)
+        return {r.request_id: (r.output_token_ids, r.status) for r in reqs}
+
+    assert run(True) == run(False)
