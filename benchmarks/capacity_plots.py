@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import gzip
 import json
 import statistics
 from pathlib import Path
@@ -100,8 +99,9 @@ def bracket(points: list[dict], p99_tbt: float) -> dict:
 
 
 def step_stats(path: Path) -> dict:
-    with gzip.open(path, "rt") as f:
-        rows = list(csv.DictReader(f))
+    from cadence.sim.calibration import read_step_trace
+
+    rows = read_step_trace(path)
 
     def dur(r: dict) -> float:
         return sum(float(r[k]) for k in ("schedule_s", "prepare_s", "execute_s", "update_s"))
@@ -115,8 +115,8 @@ def step_stats(path: Path) -> dict:
                 "median_prefill_tokens": statistics.median(int(r["num_prefill_tokens"]) for r in rs),
                 "median_prepare_ms": 1e3 * statistics.median(float(r["prepare_s"]) for r in rs)}
 
-    decode = [r for r in rows if r["num_prefill_tokens"] == "0"]
-    prefill = [r for r in rows if r["num_prefill_tokens"] != "0"]
+    decode = [r for r in rows if r["num_prefill_tokens"] == 0]
+    prefill = [r for r in rows if r["num_prefill_tokens"] != 0]
     big = [r for r in prefill if int(r["num_prefill_tokens"]) >= 4000]
     out = {"decode_only": describe(decode), "with_prefill": describe(prefill)}
     if big:
