@@ -302,13 +302,12 @@ class LLMEngine:
             if rid in logprobs:
                 chosen, top = logprobs[rid]  # type: ignore[misc]
                 lps.append(TokenLogprob(token, chosen, top))
-            finished = last
-            if finished:
+            if last:
                 self._detok.pop(rid, None)
                 self._serial_ids.discard(rid)
             outputs.append(RequestOutput(
-                request_id=rid, new_token_ids=[token], new_text=text, finished=finished,
-                finish_reason=req.status.value if finished else None, stop_reason=req.stop_reason,
+                request_id=rid, new_token_ids=[token], new_text=text, finished=last,
+                finish_reason=req.status.value if last else None, stop_reason=req.stop_reason,
                 new_logprobs=lps, num_prompt_tokens=req.num_prompt_tokens,
                 num_output_tokens=req.num_known_output_tokens, num_cached_tokens=req.num_cached_prompt_tokens,
                 arrival_time=req.arrival_time, first_scheduled_time=req.first_scheduled_time,

@@ -70,11 +70,7 @@ class ModelRunner:
                 batch: StepBatch | None = None) -> tuple[dict[str, int], dict[str, object]]:
         """Returns the sampled token of every request that caught up, and its logprobs if asked.
         `batch`: this step's inputs if the caller built them already (the tensor-parallel driver)."""
-        for rid in out.finished_ids:
-            self.sampler.forget(rid)
-        gone = list(out.finished_ids) + [r.request_id for r in out.preempted]
-        if gone or self.attention.defer_reuse:
-            self.attention.free_requests(gone)
+        self._release(out)
         if out.is_empty():
             return {}, {}
         t = time.perf_counter()
@@ -89,14 +85,20 @@ class ModelRunner:
         logprobs = {rid: lp for rid, lp in zip(ids, result.logprobs, strict=True) if lp is not None}
         return tokens, logprobs
 
+    def _release(self, out: SchedulerOutput) -> None:
+        """Forget what requests that ended or were preempted held (with defer_reuse, every step: the
+        backend then releases what the step before last let go)."""
+        for rid in out.finished_ids:
+            self.sampler.forget(rid)
+        gone = list(out.finished_ids) + [r.request_id for r in out.preempted]
+        if gone or self.attention.defer_reuse:
+            self.attention.free_requests(gone)
+
     @torch.inference_mode()
     def launch(self, out: SchedulerOutput, kv: KVCacheManager, prev: LaunchedStep | None) -> LaunchedStep | None:
         """Queue step `out` (forward and sampling) without waiting for it; decodes whose input is the
         token `prev` samples read it on the device. Every sampled request must `can_defer`."""
-        for rid in out.finished_ids:
-            self.sampler.forget(rid)
-        # every step: the backend releases what the step before last let go (see defer_reuse)
-        self.attention.free_requests(list(out.finished_ids) + [r.request_id for r in out.preempted])
+        self._release(out)
         if out.is_empty():
             return None
         t = time.perf_counter()

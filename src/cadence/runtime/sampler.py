@@ -42,30 +42,16 @@ class Sampler:
     @torch.no_grad()
     def __call__(self, logits: torch.Tensor, reqs: list[Request]) -> SampleResult:
         params = [r.sampling_params for r in reqs]
-        if all(p.greedy and p.logprobs is None and not p.needs_penalties for p in params) and not any(
-                self._blocked_ids(r) for r in reqs):  # plain greedy: one argmax, one copy to the host
-            return SampleResult(logits.argmax(dim=-1).tolist(), [None] * len(reqs))
-        logits = logits.float()
         raw = logits
         if any(p.needs_penalties for p in params):
-            logits = logits.clone()
+            logits = logits.float().clone()
             self._apply_penalties(logits, reqs)
-        blocked = [(i, self._blocked_ids(r)) for i, r in enumerate(reqs)]
-        blocked = [(i, ids) for i, ids in blocked if ids]
-        if blocked:
-            logits = logits.clone() if logits is raw else logits
-            for i, ids in blocked:
-                logits[i, ids] = NEG_INF
-        if all(p.greedy for p in params):  # decided on the host: no device round trip
-            chosen = logits.argmax(dim=-1)
-        else:
-            greedy = torch.tensor([p.greedy for p in params], device=self.device)
-            chosen = self._sample(logits, reqs, greedy)
+        chosen = self.sample_tensor(logits, reqs)  # plain greedy: one argmax, one copy to the host
         token_ids = chosen.tolist()
         logprobs: list = [None] * len(reqs)
         wanted = [i for i, p in enumerate(params) if p.logprobs is not None]
         if wanted:
-            lp = torch.log_softmax(raw[wanted], dim=-1)
+            lp = torch.log_softmax(raw[wanted].float(), dim=-1)
             k = max(params[i].logprobs or 0 for i in wanted)
             top_v, top_i = lp.topk(k, dim=-1) if k > 0 else (lp[:, :0], lp[:, :0].long())
             chosen_lp = lp.gather(1, chosen[wanted].unsqueeze(1)).squeeze(1).tolist()
@@ -84,8 +70,8 @@ class Sampler:
 
     @torch.no_grad()
     def sample_tensor(self, logits: torch.Tensor, reqs: list[Request]) -> torch.Tensor:
-        """The chosen token of each row as a device tensor, nothing copied back (for requests that
-        `can_defer`; the same draws as __call__ makes)."""
+        """The chosen token of each row as a device tensor, nothing copied back: min_tokens,
+        temperature, top-k/p, min-p and the draw (penalties are applied before, by __call__)."""
         params = [r.sampling_params for r in reqs]
         blocked = [(i, self._blocked_ids(r)) for i, r in enumerate(reqs)]
         blocked = [(i, ids) for i, ids in blocked if ids]
