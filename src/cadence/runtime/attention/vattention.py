@@ -18,7 +18,7 @@ that differ, and everything is unmapped and released on shutdown."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -262,19 +262,28 @@ class VAttentionBackend(AttentionBackend):
 
     def _decode_attention(self, write_idx: torch.Tensor, cu_q_packed: torch.Tensor, cu_k: torch.Tensor,
                           seqused: torch.Tensor, max_k: int) -> StepAttention:
-        k_layers, v_layers, scale = self.k_layers, self.v_layers, self.scale
-        B = int(write_idx.shape[0])
-        splits = decode_splits(B, self.config.num_heads) if self.split_kv else 1
-        cu_split = torch.arange(B * splits + 1, dtype=torch.int32, device=self.device) if splits > 1 else None
+        k_layers, v_layers = self.k_layers, self.v_layers
+        kernel = self._decode_kernel(int(write_idx.shape[0]), cu_q_packed)
 
         def attn(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             kc, vc = k_layers[layer], v_layers[layer]
             _write(k, v, kc, vc, write_idx)
-            if cu_split is not None:
-                return split_kv_decode(q, kc, vc, cu_k, seqused, max_k, scale, splits, cu_split)
-            return flash_decode(q, kc, vc, cu_q_packed, cu_k, max_k, seqused, scale)
+            return kernel(q, kc, vc, cu_k, seqused, max_k)
 
         return attn
+
+    def _decode_kernel(self, rows: int, cu_q_packed: torch.Tensor
+                       ) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int],
+                                     torch.Tensor]:
+        """Decode attention for `rows` requests: whole contexts with grouped query heads packed, or
+        (split_kv, when the batch leaves the GPU idle) each context in parts. Static per row count."""
+        scale = self.scale
+        splits = decode_splits(rows, self.config.num_heads) if self.split_kv else 1
+        if splits == 1:
+            return lambda q, kc, vc, cu_k, used, max_k: flash_decode(q, kc, vc, cu_q_packed, cu_k, max_k, used, scale)
+        cu_split = torch.arange(rows * splits + 1, dtype=torch.int32, device=self.device)
+        return lambda q, kc, vc, cu_k, used, max_k: split_kv_decode(q, kc, vc, cu_k, used, max_k, scale, splits,
+                                                                    cu_split)
 
     def _slots_of(self, batch: StepBatch) -> list[int]:
         kv = batch.kv
@@ -327,19 +336,16 @@ class VAttentionBackend(AttentionBackend):
         meta[2, :bucket] = 1
         meta[1, bucket] = (self.num_slots + 1) * self.max_ctx
         cu_q, cu_k, used = self.cu_q_packed[:bucket + 1], meta[1, :bucket + 1], meta[2, :bucket]
-        k_layers, v_layers, scale, max_ctx = self.k_layers, self.v_layers, self.scale, self.max_ctx
+        k_layers, v_layers, max_ctx = self.k_layers, self.v_layers, self.max_ctx
         state: dict[str, torch.Tensor] = {}
-        splits = decode_splits(bucket, self.config.num_heads) if self.split_kv else 1
-        cu_split = torch.arange(bucket * splits + 1, dtype=torch.int32, device=self.device) if splits > 1 else None
+        kernel = self._decode_kernel(bucket, cu_q)  # static shapes per bucket: capturable
 
         def attn(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             if layer == 0:  # once per step: each token's row is its slot's base plus its position
                 state["idx"] = meta[1, :bucket].long() + positions
             kc, vc = k_layers[layer], v_layers[layer]
             _write(k, v, kc, vc, state["idx"])
-            if cu_split is not None:  # static shapes per bucket: capturable
-                return split_kv_decode(q, kc, vc, cu_k, used, max_ctx, scale, splits, cu_split)
-            return flash_decode(q, kc, vc, cu_q, cu_k, max_ctx, used, scale)
+            return kernel(q, kc, vc, cu_k, used, max_ctx)
 
         return attn
 
