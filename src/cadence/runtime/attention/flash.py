@@ -22,7 +22,9 @@ def flash_varlen_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_q: to
                      max_q: int, max_k: int, seqused_k: torch.Tensor, scale: float,
                      causal: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """`flash_varlen` that also returns each query row's log-sum-exp of scores, as [T, Hq] float."""
-    res = torch.ops.aten._flash_attention_forward(q, k, v, cu_q, cu_k, max_q, max_k, 0.0, causal, True,
+    # The log-sum-exp is always the second output; the flag after `causal` asks for the debug
+    # attention mask, which the kernel refuses without dropout.
+    res = torch.ops.aten._flash_attention_forward(q, k, v, cu_q, cu_k, max_q, max_k, 0.0, causal, False,
                                                   scale=scale, seqused_k=seqused_k)
     out, lse = res[0], res[1]
     if lse.dim() == 3:  # padded [batch, heads, max_q] (max_q == 1 for decodes)
