@@ -6,8 +6,11 @@ per policy and drives it over loopback with `cadence bench`'s own runner and cap
 
 Design of the sweep (to fit about 20 GPU minutes): every evaluated rate keeps its whole summary, and
 each SLO's bisection re-reads those points, so the strict search (P99 TBT <= 50 ms) costs only the
-points the relaxed one (<= 250 ms) did not already run. Each point is a fixed number of requests of
-the same seeded trace with arrival gaps scaled by 1/rate, so neighbouring points differ only in load.
+points the relaxed one (<= 250 ms) did not already run. Each point is the first requests of one
+seeded trace with arrival gaps scaled by 1/rate, so neighbouring points differ only in load. W3
+points are a fixed count (its long prefills saturate at a few requests a second); W2 points take
+enough requests that arrivals span --min-arrival-s (a first W2 run with 60 requests a point
+arrived as a 0.5-s burst at 128 req/s, drained, and "passed": capacity 128 was an artefact).
 Both SLOs also require a median scheduling delay <= 2 s, read from the server's own report. The
 server runs its engine in its own process (`--engine-process`), so the HTTP front end never delays a
 step by holding the GIL, and writes the engine's step trace next to its log.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import socket
@@ -115,8 +119,10 @@ def study_one(url: str, workload: str, args: argparse.Namespace, out: Path, dead
     from cadence.core import workload as wl
 
     n = args.requests_w3 if workload == "W3" else args.requests_w2
-    bargs = bench_args(url, workload, n, args.seed)
-    prep = PreparedRun(bargs)
+    window = args.min_arrival_s if workload == "W2" else 0.0
+    cap = max(n, args.max_requests if window else n)
+    bargs = bench_args(url, workload, cap, args.seed)
+    prep = PreparedRun(bargs)  # one seeded trace; a point takes its first requests_at(rate)
     arr = options.arrivals(bargs)
     summaries: dict[float, dict] = {}
 
@@ -125,11 +131,13 @@ def study_one(url: str, workload: str, args: argparse.Namespace, out: Path, dead
             raise TimeoutError("study time budget spent")
         t0 = time.monotonic()
         prep.fresh_prompts(len(summaries))  # new contents per point: no prefix-cache carry-over
-        specs = wl.assign_arrivals(prep.specs, arr.with_rate(rate), args.seed)
+        count = requests_at(rate, n, window, cap)
+        first = sorted(prep.specs, key=lambda s: s.request_id)[:count]
+        specs = wl.assign_arrivals(first, arr.with_rate(rate), args.seed)
         result, _ = prep.execute(specs, f"{workload} {rate:.3g}/s")
         summary = m.summarize(result.records, prep.summary_options)
         write_results(out / workload / f"rate_{rate:.4g}", result.records, summary, config=prep.config(),
-                      workload={"name": workload, "rate": rate, "n": n}, notes=result.notes,
+                      workload={"name": workload, "rate": rate, "n": count}, notes=result.notes,
                       deadlines=prep.summary_options.deadlines, plots=False)
         summaries[rate] = summary
         print(f"  {workload} rate {rate:.3g}: P99 TBT {summary['tbt'].get('p99', 0) * 1e3:.0f} ms, "
@@ -137,6 +145,10 @@ def study_one(url: str, workload: str, args: argparse.Namespace, out: Path, dead
               f"P50 TTFT {summary['ttft'].get('p50', float('nan')):.2f} s ({time.monotonic() - t0:.0f} s)", flush=True)
         return summary
 
+    if args.rates:  # fixed points only (to narrow an earlier bracket); capacity_plots summary reads them
+        for rate in args.rates:
+            evaluate(rate)
+        return {"fixed_rates": {"capacity": None, "rates": args.rates}}
     found = {}
     for name, tbt in SLOS.items():  # relaxed first: its points seed the strict search
         slo = m.ServiceSLO(p99_tbt=tbt, median_scheduling_delay=2.0)
@@ -153,6 +165,14 @@ def study_one(url: str, workload: str, args: argparse.Namespace, out: Path, dead
     return found
 
 
+def requests_at(rate: float, n: int, window_s: float, cap: int) -> int:
+    """Requests in a point at `rate`: at least `n`, and enough that arrivals span `window_s`
+    seconds (at most `cap`). A fixed count at a high rate arrives as a burst that drains before a
+    queue can build, so an overloaded server would pass the scheduling-delay SLO; with a window,
+    a server overloaded by a factor f delays the median request by about window/2 x (1 - 1/f)."""
+    return min(cap, max(n, math.ceil(rate * window_s)))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "/tmp")) / "capacity")
@@ -161,6 +181,11 @@ def main() -> int:
     ap.add_argument("--workloads", default="W3,W2")
     ap.add_argument("--requests-w3", type=int, default=60)
     ap.add_argument("--requests-w2", type=int, default=150)
+    ap.add_argument("--min-arrival-s", type=float, default=30.0,
+                    help="W2 points get enough requests that their arrivals span this many seconds")
+    ap.add_argument("--max-requests", type=int, default=1500, help="W2 requests a point at most")
+    ap.add_argument("--rates", type=float, nargs="+", default=None,
+                    help="evaluate only these rates (no search), e.g. to narrow a bracket")
     ap.add_argument("--start-rate", type=float, default=1.0)
     ap.add_argument("--precision", type=float, default=0.15)
     ap.add_argument("--seed", type=int, default=0)
@@ -190,7 +215,9 @@ def main() -> int:
         print(json.dumps(table), flush=True)
         write_result(name, {"benchmark": "capacity_study", "model": args.model,
                             "workload": {"names": args.workloads, "arrivals": "poisson", "seed": args.seed,
-                                         "requests_per_point": {"W3": args.requests_w3, "W2": args.requests_w2}},
+                                         "requests_per_point": {"W3": args.requests_w3, "W2": args.requests_w2},
+                                         "w2_min_arrival_s": args.min_arrival_s,
+                                         "w2_max_requests": args.max_requests},
                             "slo": {"p99_tbt_s": SLOS, "median_scheduling_delay_s": 2.0},
                             "policies": {k: {"policy": POLICIES[k][0], "max_num_batched_tokens": POLICIES[k][1]}
                                          for k in results},
