@@ -1,7 +1,7 @@
 """Does vattention's layers-innermost token row slow the flash decode kernel? The same decode
 attention over K/V whose token rows are 1 layer wide (contiguous per layer) or all layers wide
-(vattention's row: 128 KiB for llama3-8b, 16 tokens a 2 MiB page); and the same over all-layer rows
-with each context split into parts (split_kv_decode, the engine's --split-kv-decode).
+(vattention's row: 128 KiB for llama3-8b, 16 tokens a 2 MiB page). (The H100 result file also has
+rows of a split-KV decode that this script timed until it was measured slower and removed.)
 
     PYTHONPATH=src python benchmarks/kv_stride_attention.py --out $OUT/kv_stride.json
 """
@@ -14,10 +14,10 @@ import json
 import torch
 
 from cadence.bench.results import environment
-from cadence.runtime.attention.flash import decode_splits, flash_varlen, split_kv_decode
+from cadence.runtime.attention.flash import flash_varlen
 
 
-def time_case(batch: int, ctx: int, layers: int, iters: int = 20, split: bool = False) -> float:
+def time_case(batch: int, ctx: int, layers: int, iters: int = 20) -> float:
     dev, dt, H, Hq, D = torch.device("cuda"), torch.bfloat16, 8, 32, 128
     rows = torch.randn(batch * ctx, 2, layers, H, D, device=dev, dtype=dt)
     k, v = rows[:, 0, layers // 2], rows[:, 1, layers // 2]
@@ -25,12 +25,7 @@ def time_case(batch: int, ctx: int, layers: int, iters: int = 20, split: bool = 
     cu_q = torch.arange(batch + 1, device=dev, dtype=torch.int32)
     cu_k = cu_q * ctx
     used = torch.full((batch,), ctx, device=dev, dtype=torch.int32)
-    parts = decode_splits(batch, Hq) if split else 1
-    cu_split = torch.arange(batch * parts + 1, device=dev, dtype=torch.int32)
-
     def call() -> torch.Tensor:
-        if parts > 1:
-            return split_kv_decode(q, k, v, cu_k, used, ctx, D ** -0.5, parts, cu_split)
         return flash_varlen(q, k, v, cu_q, cu_k, 1, ctx, used, D ** -0.5)
 
     for _ in range(3):
@@ -52,13 +47,12 @@ def main() -> None:
     args = ap.parse_args()
     rows = []
     for batch, ctx in ((4, 8192), (1, 16384), (256, 832), (32, 2048)):
-        for layers, split in ((1, False), (32, False), (32, True)):
-            us = time_case(batch, ctx, layers, split=split)
+        for layers in (1, 32):
+            us = time_case(batch, ctx, layers)
             gbs = batch * ctx * 8 * 128 * 2 * 2 / us / 1e3
-            parts = decode_splits(batch, 32) if split else 1
-            rows.append({"batch": batch, "context": ctx, "row_layers": layers, "splits": parts, "us": us,
+            rows.append({"batch": batch, "context": ctx, "row_layers": layers, "us": us,
                          "kv_read_gb_s": gbs})
-            print(f"batch {batch} ctx {ctx} row of {layers} layers, {parts} part(s): {us:.0f} us ({gbs:.0f} GB/s)",
+            print(f"batch {batch} ctx {ctx} row of {layers} layers: {us:.0f} us ({gbs:.0f} GB/s)",
                   flush=True)
     if args.out:
         with open(args.out, "w") as f:

@@ -112,13 +112,12 @@ def fake_backend(monkeypatch):
     monkeypatch.setattr(va.VAttentionBackend, "_reserve", lambda self, n: FakeVM(n))
     monkeypatch.setattr(va, "flash_varlen", sdpa_varlen)
     monkeypatch.setattr(flash, "flash_varlen", sdpa_varlen)  # under flash_decode
-    monkeypatch.setattr(flash, "flash_varlen_lse", lambda *a, **k: sdpa_varlen_lse(*a, **k))  # split_kv_decode
     monkeypatch.setattr(va, "NUM_SPARES", 3)  # few spares: exercise running out of them
 
 
 def config() -> ModelConfig:
     # 4 layers x 8 KV heads x 64 dims x K,V x fp32 = 16 KiB a token: 128 tokens a page, block 128;
-    # 16 query heads, so decodes take the grouped-query packing of flash_decode
+    # 16 query heads on 8 KV heads (decodes of 32 requests or more take flash_decode's packing)
     return ModelConfig.from_dict({
         "architectures": ["Qwen3ForCausalLM"], "hidden_size": 128, "intermediate_size": 256,
         "num_hidden_layers": 4, "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 64,
@@ -221,12 +220,11 @@ def test_flash_decode_packing_equals_per_head_attention(monkeypatch, heads, kv_h
     torch.testing.assert_close(packed, plain, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("num_blocks,split_kv", [(40, False), (5, False), (40, True)])
-def test_async_engine_on_emulated_vattention_matches_serial(fake_backend, tmp_path, num_blocks, split_kv):
+@pytest.mark.parametrize("num_blocks", [40, 5])
+def test_async_engine_on_emulated_vattention_matches_serial(fake_backend, tmp_path, num_blocks):
     """The whole engine with async scheduling over the vattention page logic (emulated driver): slots
     rest a step after their request ends, pages are mapped while a step is in flight, and the tokens
-    equal those of serial steps (with preemption when the pool is small). With split_kv the overlapped
-    engine also splits its decodes' contexts (8 parts for these batches), against unsplit serial steps."""
+    equal those of serial steps (with preemption when the pool is small)."""
     import json
 
     from cadence.core.config import CacheConfig
@@ -243,7 +241,7 @@ def test_async_engine_on_emulated_vattention_matches_serial(fake_backend, tmp_pa
     for overlapped in (False, True):
         engine = LLMEngine(EngineConfig(
             load=ModelLoadConfig(model=str(tmp_path), load_format="dummy", device="cpu", dtype="float32",
-                                 attention_backend="vattention", seed=5, split_kv_decode=split_kv and overlapped),
+                                 attention_backend="vattention", seed=5),
             scheduler=SchedulerConfig(max_num_seqs=4, max_num_batched_tokens=96, max_model_len=MAX_LEN,
                                       async_scheduling=overlapped),
             cache=CacheConfig(block_size=128, num_blocks=num_blocks, enable_prefix_caching=False)))
@@ -268,41 +266,28 @@ def test_async_engine_on_emulated_vattention_matches_serial(fake_backend, tmp_pa
         assert results[False][1] > 0
 
 
-def sdpa_varlen_lse(q, k, v, cu_q, cu_k, max_q, max_k, seqused, scale, causal=False):
-    """Reference of flash_varlen_lse for one query row a sequence (non-causal): output and LSE."""
-    T, Hq, D = q.shape
-    rep = Hq // k.shape[1]
-    out = torch.zeros_like(q)
-    lse = torch.full((T, Hq), float("+inf"))  # the kernel's value for an empty sequence
-    for b in range(T):
-        ks, n = int(cu_k[b]), int(seqused[b])
-        if n == 0:
-            continue
-        keys = k[ks:ks + n].repeat_interleave(rep, 1)  # [n, Hq, D]
-        vals = v[ks:ks + n].repeat_interleave(rep, 1)
-        scores = torch.einsum("hd,nhd->hn", q[b].float(), keys.float()) * scale
-        lse[b] = torch.logsumexp(scores, dim=1)
-        out[b] = torch.einsum("hn,nhd->hd", scores.softmax(dim=1), vals.float()).to(q.dtype)
-    return out, lse
+@pytest.mark.parametrize("rows", [1, 5, 31, 32, 64])
+def test_decode_kernel_packs_heads_only_for_large_batches(monkeypatch, rows):
+    """vattention's decode kernel: one query row a request below 256 (request, KV head) tiles (the
+    flash kernel then splits long contexts itself), grouped heads packed from there; both equal
+    per-request attention, over slots handed out of order."""
+    calls = []
 
+    def spy(q, k, v, cu_q, cu_k, max_q, max_k, used, scale, **kw):
+        calls.append(max_q)
+        return sdpa_varlen(q, k, v, cu_q, cu_k, max_q, max_k, used, scale, **kw)
 
-@pytest.mark.parametrize("splits", [1, 2, 4, 16])
-def test_split_kv_decode_equals_whole_context_attention(monkeypatch, splits):
-    monkeypatch.setattr(flash, "flash_varlen_lse", sdpa_varlen_lse)
-    gen = torch.Generator().manual_seed(splits)
-    B, Hq, Hkv, D, slot = 5, 8, 2, 16, 64
-    ctx = torch.tensor([1, 3, 64, 17, 40], dtype=torch.int32)  # some shorter than the number of parts
-    rows = torch.randn(B * slot, 2, Hkv, D, generator=gen)
-    k, v = rows[:, 0], rows[:, 1]
-    q = torch.randn(B, Hq, D, generator=gen)
-    order = torch.tensor([3, 0, 4, 1, 2])  # slots out of order, as vattention hands them out
-    cu_k = torch.cat([order * slot, torch.tensor([B * slot])]).to(torch.int32)
-    plain = sdpa_varlen(q, k, v, torch.arange(B + 1, dtype=torch.int32), cu_k, 1, slot, ctx, 0.25)
-    cu_q_split = torch.arange(B * splits + 1, dtype=torch.int32)
-    split = flash.split_kv_decode(q, k, v, cu_k, ctx, slot, 0.25, splits, cu_q_split)
-    torch.testing.assert_close(split, plain, rtol=1e-5, atol=1e-5)
-
-
-def test_decode_splits_fill_the_gpu_only_for_small_batches():
-    assert flash.decode_splits(1, 32) == 16 and flash.decode_splits(4, 32) == 4
-    assert flash.decode_splits(64, 32) == 1 and flash.decode_splits(256, 16) == 1
+    monkeypatch.setattr(flash, "flash_varlen", spy)
+    gen = torch.Generator().manual_seed(rows)
+    heads, kv_heads, D, slot = 16, 8, 16, 24
+    ctx = torch.randint(1, slot + 1, (rows,), generator=gen, dtype=torch.int32)
+    data = torch.randn(rows * slot, 2, kv_heads, D, generator=gen)
+    k, v = data[:, 0], data[:, 1]
+    q = torch.randn(rows, heads, D, generator=gen)
+    cu_k = torch.cat([torch.randperm(rows, generator=gen) * slot, torch.tensor([rows * slot])]).to(torch.int32)
+    kernel = flash.decode_kernel(rows, heads, kv_heads, 0.25, torch.device("cpu"))
+    got = kernel(q, k, v, cu_k, ctx, slot)
+    assert calls == [2 if rows * kv_heads >= flash.PACKED_MIN_TILES else 1]
+    want = sdpa_varlen(q, k, v, torch.arange(rows + 1, dtype=torch.int32), cu_k, 1, slot, ctx, 0.25)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert not flash.packs_query_heads(1000, 8, 8)  # no groups to pack

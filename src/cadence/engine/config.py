@@ -22,9 +22,6 @@ class ModelLoadConfig:
     dtype: str = field(default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     attention_backend: str = field(default="auto", metadata={"help": "auto, torch, vattention or paged"})
-    split_kv_decode: bool = field(default=False, metadata={
-        "help": "vattention: split each decode's context into parts (flash-decoding with PyTorch's own kernel, "
-                "merged by log-sum-exp) when the batch is too small to fill the GPU"})
     seed: int = field(default=0, metadata={"help": "seed for dummy weights and unseeded sampling"})
     served_model_name: str | None = field(default=None, metadata={"help": "model name shown by the API"})
 

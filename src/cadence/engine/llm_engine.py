@@ -147,7 +147,7 @@ class LLMEngine:
         runner = runner_cls(model, self.local_model_config, backend=backend, num_blocks=num_blocks,
                             block_size=block_size, dtype=self.dtype, device=self.device,
                             max_num_seqs=config.scheduler.max_num_seqs, max_model_len=self.max_model_len,
-                            async_steps=config.scheduler.async_scheduling, split_kv=load.split_kv_decode)
+                            async_steps=config.scheduler.async_scheduling)
         if self.tp is not None:
             runner.group = self.tp  # type: ignore[attr-defined]
         return runner

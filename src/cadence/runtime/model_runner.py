@@ -46,8 +46,7 @@ class LaunchedStep:
 class ModelRunner:
     def __init__(self, model: LlamaForCausalLM, config: ModelConfig, *, backend: str, num_blocks: int,
                  block_size: int, dtype: torch.dtype, device: torch.device, max_num_seqs: int = 256,
-                 max_model_len: int | None = None, cuda_graphs: bool = True, async_steps: bool = False,
-                 split_kv: bool = False) -> None:
+                 max_model_len: int | None = None, cuda_graphs: bool = True, async_steps: bool = False) -> None:
         """`async_steps`: steps may be launched while the previous one runs (`launch`/`collect`)."""
         self.model = model
         self.config = config
@@ -56,7 +55,7 @@ class ModelRunner:
         backend = usable_backend(backend, config, block_size, dtype)
         self.attention: AttentionBackend = backend_class(backend)(
             config, num_blocks, block_size, dtype, device, max_num_seqs=max_num_seqs, max_model_len=max_model_len,
-            defer_reuse=async_steps, split_kv=split_kv)
+            defer_reuse=async_steps)
         self.sampler = Sampler(device)
         self.graphs: DecodeGraphs | None = None
         if cuda_graphs and device.type == "cuda" and self.attention.supports_cuda_graphs:

@@ -205,14 +205,13 @@ def _profile_attention(prof, s, device, dtype, grid, timer, open_group, out_of_t
             q = torch.randn(b, s.heads, s.head_dim, device=device, dtype=dtype)
             k = torch.randn(b * c, s.kv_heads, s.head_dim, device=device, dtype=dtype)
             v = torch.randn_like(k)
-            if cuda:  # the engine's decode call: grouped query heads packed as rows
-                from cadence.runtime.attention.flash import flash_decode, packed_cu_q
+            if cuda:  # the engine's decode call (packed or one row a request, as vattention picks)
+                from cadence.runtime.attention.flash import decode_kernel
 
-                cu_q = packed_cu_q(b, rep, device)
+                kern = decode_kernel(b, s.heads, s.kv_heads, scale, device)
                 cu_k = torch.arange(b + 1, device=device, dtype=torch.int32) * c
                 used = torch.full((b,), c, device=device, dtype=torch.int32)
-                fn = (lambda q=q, k=k, v=v, cu_q=cu_q, cu_k=cu_k, used=used, c=c:
-                      flash_decode(q, k, v, cu_q, cu_k, c, used, scale))
+                fn = (lambda q=q, k=k, v=v, kern=kern, cu_k=cu_k, used=used, c=c: kern(q, k, v, cu_k, used, c))
             else:
                 qt = q[:, :, None, :]
                 kt = k.view(b, c, s.kv_heads, s.head_dim).repeat_interleave(rep, 2).transpose(1, 2)

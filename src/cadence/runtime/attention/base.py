@@ -22,12 +22,11 @@ class AttentionBackend(abc.ABC):
 
     def __init__(self, config: ModelConfig, num_blocks: int, block_size: int, dtype: torch.dtype,
                  device: torch.device, *, max_num_seqs: int = 256, max_model_len: int | None = None,
-                 defer_reuse: bool = False, split_kv: bool = False) -> None:
+                 defer_reuse: bool = False) -> None:
         """`defer_reuse`: steps overlap (async scheduling), so what a request held when it ended may
         still be read by the step in flight: a backend that remaps memory must keep it one step more."""
         self.config = config
         self.defer_reuse = defer_reuse
-        self.split_kv = split_kv  # decodes of few requests split each context (backends that can)
         self.num_blocks = num_blocks
         self.block_size = block_size
         self.dtype = dtype

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 
@@ -18,55 +20,32 @@ def flash_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_q: torch.
                                                    **kwargs)[0]
 
 
-def flash_varlen_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_q: torch.Tensor, cu_k: torch.Tensor,
-                     max_q: int, max_k: int, seqused_k: torch.Tensor, scale: float,
-                     causal: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """`flash_varlen` that also returns each query row's log-sum-exp of scores, as [T, Hq] float."""
-    # The log-sum-exp is always the second output; the flag after `causal` asks for the debug
-    # attention mask, which the kernel refuses without dropout.
-    res = torch.ops.aten._flash_attention_forward(q, k, v, cu_q, cu_k, max_q, max_k, 0.0, causal, False,
-                                                  scale=scale, seqused_k=seqused_k)
-    out, lse = res[0], res[1]
-    if lse.dim() == 3:  # padded [batch, heads, max_q] (max_q == 1 for decodes)
-        lse = lse[:, :, 0]
-    else:  # unpadded [heads, total_q]
-        lse = lse.t()
-    return out, lse
+# Below this many (request, KV head) tiles a decode batch leaves most of an H100's 132 SMs idle if
+# each tile walks its whole context, which is what packing does; one query row per request instead
+# lets the kernel take its own split-KV route for single-token queries (grouped heads swapped into
+# rows, the context split across blocks, merged inside the kernel). Measured on the H100
+# (decode_attention_h100.json): packed 3-13x slower at 1-8 requests of 3k-25k tokens, 0-6 % faster
+# from 32 requests x 8 KV heads up.
+PACKED_MIN_TILES = 256
 
 
-def split_kv_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_k: torch.Tensor,
-                    seqused_k: torch.Tensor, max_k: int, scale: float, splits: int,
-                    cu_q_split: torch.Tensor) -> torch.Tensor:
-    """Decode attention with each request's context cut into `splits` parts, all parts rows of one
-    flash call, merged by log-sum-exp (flash-decoding, with PyTorch's own kernel doing every part).
-    A few requests with long contexts otherwise give the kernel one thread block per (request,
-    head) walking the whole context while most of the GPU idles. q [B, Hq, D]; keys as in
-    `flash_varlen` (request b's start at row cu_k[b], seqused_k[b] of them, cu_k[B] past the last
-    one); `cu_q_split` is arange(B * splits + 1). Device-only work: capturable in a CUDA graph."""
-    B, Hq, D = q.shape
-    S = splits
-    ctx = seqused_k[:B].long()
-    cuts = torch.arange(S + 1, device=q.device)
-    bounds = (ctx[:, None] * cuts[None, :]) // S  # [B, S+1]: part s is [bounds[s], bounds[s+1])
-    lens = (bounds[:, 1:] - bounds[:, :-1]).flatten()
-    starts = torch.empty(B * S + 1, dtype=torch.int32, device=q.device)
-    starts[:-1] = (cu_k[:B].long()[:, None] + bounds[:, :-1]).flatten()
-    starts[-1] = cu_k[B]
-    qs = q.repeat_interleave(S, dim=0)  # request-major: request b's parts are rows b*S .. b*S+S-1
-    out, lse = flash_varlen_lse(qs, k, v, cu_q_split, starts, 1, -(-max_k // S) + 1, lens.int(), scale)
-    lse = lse.float().masked_fill((lens == 0)[:, None], float("-inf")).view(B, S, Hq)  # empty parts
-    w = torch.softmax(lse, dim=1)  # each part's share of the request's softmax mass
-    return (out.view(B, S, Hq, D).float() * w[..., None]).sum(dim=1).to(q.dtype)
+def packs_query_heads(rows: int, heads: int, kv_heads: int) -> bool:
+    """Whether a decode batch of `rows` requests takes grouped-query packing (`flash_decode`)."""
+    return heads > kv_heads and rows * kv_heads >= PACKED_MIN_TILES
 
 
-def decode_splits(batch: int, heads: int, max_splits: int = 16, target_blocks: int = 264) -> int:
-    """Parts per context so that a decode batch gives the kernel about `target_blocks` thread blocks
-    (two per SM of an H100): 1 once batch x heads reaches it."""
-    need = -(-target_blocks // max(batch * heads, 1))
-    s = 1
-    while s < need and s < max_splits:
-        s *= 2
-    return s
+DecodeKernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
+
+
+def decode_kernel(rows: int, heads: int, kv_heads: int, scale: float, device: torch.device) -> DecodeKernel:
+    """Decode attention for batches of `rows` requests (one query token each): a callable
+    (q [rows, heads, D], k, v, cu_k, seqused_k, max_k) -> [rows, heads, D], keys as in
+    `flash_varlen`. Static per row count, so a CUDA graph can capture it."""
+    if packs_query_heads(rows, heads, kv_heads):
+        cu_q = packed_cu_q(rows, heads // kv_heads, device)
+        return lambda q, k, v, cu_k, used, max_k: flash_decode(q, k, v, cu_q, cu_k, max_k, used, scale)
+    cu_1 = torch.arange(rows + 1, dtype=torch.int32, device=device)
+    return lambda q, k, v, cu_k, used, max_k: flash_varlen(q, k, v, cu_1, cu_k, 1, max_k, used, scale)
 
 
 def packed_cu_q(max_batch: int, group: int, device: torch.device) -> torch.Tensor:

@@ -18,20 +18,14 @@ that differ, and everything is unmapped and released on shutdown."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import torch
 
 from cadence.models.config import ModelConfig
 from cadence.runtime import kernels
 from cadence.runtime.attention.base import AttentionBackend, StepAttention
-from cadence.runtime.attention.flash import (
-    decode_splits,
-    flash_decode,
-    flash_varlen,
-    packed_cu_q,
-    split_kv_decode,
-)
+from cadence.runtime.attention.flash import DecodeKernel, decode_kernel, flash_varlen
 from cadence.runtime.step_batch import StepBatch
 from cadence.runtime.vmm import PAGE_SIZE, VirtualMemory, VMMError
 
@@ -147,8 +141,7 @@ class VAttentionBackend(AttentionBackend):
         n = self.max_num_seqs
         self.graph_meta = torch.zeros(3, n + 1, dtype=torch.int32, device=device)
         self.graph_meta[0] = torch.arange(n + 1, dtype=torch.int32, device=device)
-        # decodes pack grouped query heads into query rows (see flash_decode)
-        self.cu_q_packed = packed_cu_q(n, config.num_heads // H, device)
+        self._decode_kernels: dict[int, DecodeKernel] = {}  # per row count (see flash.decode_kernel)
 
     # -- pages ---------------------------------------------------------------------------------
     def _offset(self, slot: int, block_pos: int, i: int = 0) -> int:
@@ -260,10 +253,10 @@ class VAttentionBackend(AttentionBackend):
 
         return attn
 
-    def _decode_attention(self, write_idx: torch.Tensor, cu_q_packed: torch.Tensor, cu_k: torch.Tensor,
-                          seqused: torch.Tensor, max_k: int) -> StepAttention:
+    def _decode_attention(self, write_idx: torch.Tensor, cu_k: torch.Tensor, seqused: torch.Tensor,
+                          max_k: int) -> StepAttention:
         k_layers, v_layers = self.k_layers, self.v_layers
-        kernel = self._decode_kernel(int(write_idx.shape[0]), cu_q_packed)
+        kernel = self._decode_kernel(int(write_idx.shape[0]))
 
         def attn(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             kc, vc = k_layers[layer], v_layers[layer]
@@ -272,18 +265,15 @@ class VAttentionBackend(AttentionBackend):
 
         return attn
 
-    def _decode_kernel(self, rows: int, cu_q_packed: torch.Tensor
-                       ) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int],
-                                     torch.Tensor]:
-        """Decode attention for `rows` requests: whole contexts with grouped query heads packed, or
-        (split_kv, when the batch leaves the GPU idle) each context in parts. Static per row count."""
-        scale = self.scale
-        splits = decode_splits(rows, self.config.num_heads) if self.split_kv else 1
-        if splits == 1:
-            return lambda q, kc, vc, cu_k, used, max_k: flash_decode(q, kc, vc, cu_q_packed, cu_k, max_k, used, scale)
-        cu_split = torch.arange(rows * splits + 1, dtype=torch.int32, device=self.device)
-        return lambda q, kc, vc, cu_k, used, max_k: split_kv_decode(q, kc, vc, cu_k, used, max_k, scale, splits,
-                                                                    cu_split)
+    def _decode_kernel(self, rows: int) -> DecodeKernel:
+        """Decode attention for `rows` requests: grouped query heads packed into rows for large
+        batches, one row a request (the kernel splits long contexts itself) for small ones."""
+        kernel = self._decode_kernels.get(rows)
+        if kernel is None:
+            c = self.config
+            kernel = decode_kernel(rows, c.num_heads, c.num_kv_heads, self.scale, self.device)
+            self._decode_kernels[rows] = kernel
+        return kernel
 
     def _slots_of(self, batch: StepBatch) -> list[int]:
         kv = batch.kv
@@ -314,8 +304,7 @@ class VAttentionBackend(AttentionBackend):
         bases = meta[1, :B].long()
         if batch.is_decode_only:
             write_idx = bases + batch.positions
-            return self._decode_attention(write_idx, self.cu_q_packed[:B + 1], meta[1], meta[2, :B],
-                                          max(batch.context_lens))
+            return self._decode_attention(write_idx, meta[1], meta[2, :B], max(batch.context_lens))
         else:
             write_idx = torch.repeat_interleave(bases, meta[3, :B].long(), output_size=batch.num_tokens)
             write_idx += batch.positions
@@ -335,10 +324,10 @@ class VAttentionBackend(AttentionBackend):
         meta[1, :bucket] = self.scratch_slot * self.max_ctx
         meta[2, :bucket] = 1
         meta[1, bucket] = (self.num_slots + 1) * self.max_ctx
-        cu_q, cu_k, used = self.cu_q_packed[:bucket + 1], meta[1, :bucket + 1], meta[2, :bucket]
+        cu_k, used = meta[1, :bucket + 1], meta[2, :bucket]
         k_layers, v_layers, max_ctx = self.k_layers, self.v_layers, self.max_ctx
         state: dict[str, torch.Tensor] = {}
-        kernel = self._decode_kernel(bucket, cu_q)  # static shapes per bucket: capturable
+        kernel = self._decode_kernel(bucket)  # static shapes per bucket: capturable
 
         def attn(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             if layer == 0:  # once per step: each token's row is its slot's base plus its position
