@@ -27,7 +27,7 @@ case "${1:?which step}" in
     tar czf "$OUT/fid.tgz" -C "$OUT" fid && rm -rf "$OUT/fid" ;;
   capacity-w2)  # W2 capacities, one policy a call (~6 min each): POLICY=sarathi-512|vllm|sarathi-2048|orca
     python benchmarks/capacity_study.py --out "$OUT/cap" --policies "${POLICY:-sarathi-512}" --workloads W2 \
-      --requests-w2 60 --min-arrival-s 30 --start-rate 4 --budget-s 420 --max-points 6 --precision 0.25 \
+      --requests-w2 60 --min-arrival-s 30 --start-rate 4 --budget-s ${BUDGET_S:-420} --max-points 6 --precision 0.25 \
       --name "capacity_w2_${POLICY:-sarathi-512}"
     tar czf "$OUT/cap_w2_${POLICY:-sarathi-512}.tgz" -C "$OUT" cap && rm -rf "$OUT/cap" ;;
   capacity-w3-narrow)  # one more W3 point for vllm to narrow its strict bracket [0.5, 0.75) (~1.5 min)
