@@ -32,7 +32,7 @@ STEP_TRACE_ENV = "CADENCE_STEP_TRACE"  # a CSV path: the engine writes its step 
 # overlapped = 1: async scheduling, where execute_s is the launch only and update_s holds the wait for
 # the previous step's tokens
 STEP_TRACE_FIELDS = ("start", "schedule_s", "prepare_s", "execute_s", "update_s", "num_seqs", "num_decodes",
-                     "num_prefill_tokens", "num_context_tokens", "graphed", "overlapped")
+                     "num_prefill_tokens", "num_context_tokens", "graphed", "overlapped", "max_context_tokens")
 
 
 def resolve_model(model: str | None, load_format: str) -> tuple[ModelConfig, Path | None]:
@@ -317,16 +317,19 @@ class LLMEngine:
 
     def _trace(self, t0: float, t1: float, t2: float, prep0: float, replays0: int, out: SchedulerOutput,
                overlapped: bool = False) -> None:
-        decodes = prefill = context = 0
+        decodes = prefill = context = longest = 0
         for s in out.scheduled:
-            context += s.num_computed_tokens + s.num_new_tokens
+            ctx = s.num_computed_tokens + s.num_new_tokens
+            context += ctx
+            longest = max(longest, ctx)
             if s.num_new_tokens == 1 and s.num_computed_tokens >= s.request.num_prompt_tokens:
                 decodes += 1
             else:
                 prefill += s.num_new_tokens
         prep = self.runner.prepare_seconds - prep0
         self.step_trace.append((t0, t1 - t0, prep, t2 - t1 - prep, time.perf_counter() - t2, len(out.scheduled),
-                                decodes, prefill, context, int(self._replays() > replays0), int(overlapped)))
+                                decodes, prefill, context, int(self._replays() > replays0), int(overlapped),
+                                longest))
 
     def _replays(self) -> int:
         graphs = getattr(self.runner, "graphs", None)
