@@ -26,7 +26,7 @@ def served_decode(b: int, ctx_sum: int) -> float:
     return DEC[0] + DEC[1] * b + DEC[2] * ctx_sum + DEC[3] * ctx_sum / b
 
 
-def write_trace(path, steps: int = 3000, seed: int = 0, gzipped: bool = False) -> None:
+def write_trace(path, steps: int = 3000, seed: int = 0, gzipped: bool = False, eager_floor: float = 0.0) -> None:
     rng = random.Random(seed)
     t = 100.0
     rows = []
@@ -36,7 +36,7 @@ def write_trace(path, steps: int = 3000, seed: int = 0, gzipped: bool = False) -
         prefill = 0 if rng.random() < 0.8 else rng.randint(16, 2048)
         host = HOST[0] + HOST[1] * (b + (prefill > 0)) + HOST[2] * prefill
         noise = 1 + rng.uniform(-0.02, 0.02)
-        exec_s = served_decode(b, ctx) * noise if not prefill else 0.002 + prefill * 30e-6
+        exec_s = served_decode(b, ctx) * noise if not prefill else max(eager_floor, 0.002 + prefill * 30e-6)
         sched, upd = host * 0.2, host * 0.1
         prep, gap = host * 0.5, host * 0.2
         seqs = b + (prefill > 0)
@@ -49,9 +49,9 @@ def write_trace(path, steps: int = 3000, seed: int = 0, gzipped: bool = False) -
         w.writerows(rows)
 
 
-def calibrated(tmp_path, **kw):
+def calibrated(tmp_path, name: str = "steps.csv", **kw):
     prof = analytic_profile("llama3-8b", 1, gpu_spec("H100"))
-    trace = tmp_path / "steps.csv"
+    trace = tmp_path / name
     write_trace(trace, **kw)
     counts = add_served_points(prof, [trace])
     return prof, counts
@@ -72,6 +72,24 @@ def test_calibrated_decode_and_host_times_follow_the_trace(tmp_path):
     # a mixed step pays the host's per-prefill-token time on top of its ops
     mixed = pred.step_time(4 + 512, 5, 5, 4, 4 * 3000, [(512, 2000)])
     assert mixed > pred.step_time(4, 4, 4, 4, 4 * 3000) + HOST[2] * 512
+
+
+def test_eager_floor_bounds_steps_with_prefill_tokens_only(tmp_path):
+    """Steps with prefill tokens run eagerly; when the host's launches take 20 ms the trace's small
+    prefill steps say so, and the predictor keeps every step with prefill tokens at or above that
+    floor, while decode-only (graphed) steps and steps whose ops take longer are unchanged."""
+    base, _ = calibrated(tmp_path)
+    floored, counts = calibrated(tmp_path, "floored.csv", eager_floor=0.02)
+    assert counts["served_eager"] > 50
+    assert {p.op for p in base.points} >= {"served_eager"}
+    gpu = gpu_spec("H100")
+    p0, p1 = StepTimePredictor(base, 1, gpu, 8192), StepTimePredictor(floored, 1, gpu, 8192)
+    assert p1.eager_floor == pytest.approx(0.02) and p0.eager_floor < 0.01
+    small = (4 + 64, 5, 5, 4, 4 * 3000, [(64, 64)])
+    assert p0.step_time(*small) < 0.02 <= p1.step_time(*small)
+    assert p1.step_time(4, 4, 4, 4, 4 * 3000) == pytest.approx(p0.step_time(4, 4, 4, 4, 4 * 3000))  # graphed
+    big = (8192, 1, 1, 0, 0, [(8192, 8192)])  # a whole long prompt: its ops take longer than the floor
+    assert p1.step_time(*big) == pytest.approx(p0.step_time(*big)) and p0.step_time(*big) > 0.02
 
 
 def test_decode_window_equals_step_by_step_times(tmp_path):

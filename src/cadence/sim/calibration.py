@@ -3,7 +3,7 @@
 Operator profiles time each op alone on ideal inputs (contiguous K/V, launch overhead stripped);
 the engine serving traffic runs the same ops over its real KV layout, inside CUDA graphs, with the
 host's scheduling, input building, page mapping and output handling around them. The step trace
-(`CADENCE_STEP_TRACE`, one row per step) measures the whole thing, so a profile can carry two more
+(`CADENCE_STEP_TRACE`, one row per step) measures the whole thing, so a profile can carry three more
 operators fitted from it:
 
 - `served_decode`: a decode-only step's execute time (forward + sampling, GPU-bound), keyed by its
@@ -13,6 +13,10 @@ operators fitted from it:
 - `served_host`: the step's host time outside the GPU wait (schedule + input building incl. page
   mapping + update and outputs + the serving loop's gap before the next step), keyed by requests
   and new prefill tokens: t = a + b*requests + c*prefill tokens.
+- `served_eager`: the execute time of steps that carry a few prefill tokens. Such steps run the
+  forward eagerly (graphs are for decode-only steps), and the host's launch of ~30 kernels a layer
+  then takes longer than the device's work: the step cannot be shorter than this floor, whatever
+  the op sum says. The predictor takes the median as the floor of every step with prefill tokens.
 
 Calibrate from traces of a *different* workload than the one a fidelity check then predicts.
 """
@@ -33,6 +37,11 @@ from cadence.sim.profile_data import Profile
 TRACE_COLUMNS = ("start", "schedule_s", "prepare_s", "execute_s", "update_s", "num_seqs", "num_decodes",
                  "num_prefill_tokens", "num_context_tokens")
 MAX_LOOP_GAP_S = 0.02  # a longer gap between steps is an idle engine waiting for requests, not overhead
+# Steps with prefill tokens run eagerly (only decode-only steps replay CUDA graphs). Up to this many
+# prefill tokens the H100 finishes its part before the host has launched the whole forward, so the
+# step's execute time is the host's eager launch time (the "eager floor"): ~20-25 ms on both shapes
+# in the served sweep and the W2 fidelity runs, nearly flat from 2 to 1,000 tokens.
+EAGER_FLOOR_MAX_TOKENS = 256
 
 
 def read_step_trace(path: str | Path) -> list[dict[str, float]]:
@@ -48,8 +57,8 @@ def read_step_trace(path: str | Path) -> list[dict[str, float]]:
     if missing:
         raise SimInputError(f"step trace {path} lacks columns {', '.join(missing)}")
     try:
-        return [{**{c: float(r[c]) for c in TRACE_COLUMNS}, "overlapped": float(r.get("overlapped") or 0)}
-                for r in rows]
+        return [{**{c: float(r[c]) for c in TRACE_COLUMNS}, "overlapped": float(r.get("overlapped") or 0),
+                 "graphed": float(r.get("graphed") or 0)} for r in rows]
     except ValueError as exc:
         raise SimInputError(f"step trace {path}: {exc}") from None
 
@@ -60,11 +69,14 @@ def _bin(x: float) -> int:
 
 
 def add_served_points(profile: Profile, traces: Iterable[str | Path]) -> dict[str, int]:
-    """Append `served_decode` and `served_host` points from step traces: the median of the steps in
-    each (requests, quarter-octave of context or prefill tokens) bin. Returns the steps used."""
+    """Append `served_decode`, `served_host` and `served_eager` points from step traces: the median
+    of the steps in each (requests, quarter-octave of context or prefill tokens) bin; `served_eager`
+    is the execute time of eager steps with few prefill tokens (EAGER_FLOOR_MAX_TOKENS), binned by
+    prefill tokens. Returns the steps used."""
     dec: dict[tuple[int, int], list[float]] = defaultdict(list)
     host_bins: dict[tuple[int, int], list[float]] = defaultdict(list)
-    n_dec = n_host = 0
+    eager: dict[int, list[float]] = defaultdict(list)
+    n_dec = n_host = n_eager = 0
     for path in traces:
         rows = read_step_trace(path)
         for i, r in enumerate(rows):
@@ -82,10 +94,15 @@ def add_served_points(profile: Profile, traces: Iterable[str | Path]) -> dict[st
             if prefill == 0 and int(r["num_decodes"]) == b:
                 dec[(b, _bin(r["num_context_tokens"] / b))].append(r["execute_s"])
                 n_dec += 1
+            elif 0 < prefill <= EAGER_FLOOR_MAX_TOKENS and not r.get("graphed"):
+                eager[_bin(prefill)].append(r["execute_s"])
+                n_eager += 1
     if not n_dec:
         raise SimInputError("the step traces hold no decode-only steps to calibrate from")
     for (b, ctx), ts in sorted(dec.items()):
         profile.add("served_decode", statistics.median(ts), batch=b, context=ctx)
     for (b, prefill), ts in sorted(host_bins.items()):
         profile.add("served_host", statistics.median(ts), tokens=prefill, batch=b)
-    return {"served_decode": n_dec, "served_host": n_host}
+    for prefill, ts in sorted(eager.items()):
+        profile.add("served_eager", statistics.median(ts), tokens=prefill, batch=1)
+    return {"served_decode": n_dec, "served_host": n_host, "served_eager": n_eager}

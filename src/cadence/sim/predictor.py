@@ -7,6 +7,7 @@ A replica with PP stages runs `layers / pp` layers per stage; its step time here
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -81,6 +82,9 @@ class StepTimePredictor:
         self.served_decode = (fit_linear("served_decode", by_op["served_decode"]).coef
                               if by_op.get("served_decode") else None)
         self.served_host = fit_linear("served_host", by_op["served_host"]).coef if by_op.get("served_host") else None
+        # the eager floor: a step with prefill tokens takes at least the host's eager launch time
+        eager = by_op.get("served_eager")
+        self.eager_floor = statistics.median(p.time_s for p in eager) if eager else 0.0
         if self.served_decode is not None and pp > 1:
             raise SimInputError("a served-step calibration describes a whole replica; it cannot be split into "
                                 "pipeline stages (use an uncalibrated profile with pp > 1)")
@@ -125,16 +129,17 @@ class StepTimePredictor:
                   prefills: Sequence[tuple[int, int]] = ()) -> float:
         """One step (one stage with PP): `decode_ctx` sums the decodes' contexts; prefills holds
         (chunk tokens, keys after the chunk) per prefilling request."""
-        t = self._host(num_reqs, num_tokens - decode_batch)
+        host = self._host(num_reqs, num_tokens - decode_batch)
+        decode_only = not prefills and num_tokens == decode_batch
         if self.served_decode is not None and decode_batch:
             served = self._served_decode(decode_batch, decode_ctx)
-            if not prefills and num_tokens == decode_batch:
-                return t + served
+            if decode_only:
+                return host + served
             # a mixed step: its ops over all its tokens, the decodes' attention as served
-            t += self.dense[num_tokens] + self.head[num_sampled]
+            t = self.dense[num_tokens] + self.head[num_sampled]
             t += max(0.0, served - self.dense[decode_batch] - self.head[decode_batch])
         else:
-            t += self.dense[num_tokens] + self.head[num_sampled]
+            t = self.dense[num_tokens] + self.head[num_sampled]
             if decode_batch:
                 t += self._dec_fixed + self._dec_per_req * decode_batch + self._dec_per_ctx * decode_ctx
         if prefills:
@@ -142,7 +147,9 @@ class StepTimePredictor:
             L = self.layers
             for q, kv in prefills:
                 t += L * (a + b * q + c * q * (kv - q / 2) + d * kv)
-        return t
+        if not decode_only:  # eager: the device cannot finish before the host has launched it all
+            t = max(t, self.eager_floor)
+        return host + t
 
     def decode_window(self, batch: int, ctx_sum: int) -> tuple[float, float]:
         """A pure-decode step over `batch` requests costs base + slope * j at the j-th step from
