@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The GPU runs that are prepared but not yet made (see benchmarks/NOTES.md and docs/sim.md), in the
-# order that answers the most per device minute. On the device machine, from the repository root:
+# The GPU runs behind benchmarks/NOTES.md and docs/sim.md, one device call each. Next to run (after
+# 33ef5af): tests, profile, sweep, fidelity, capacity-w3 per policy. On the device machine:
 #
-#   bash benchmarks/gpu_session.sh STEP      (STEP: tests | w1 | stride | sweep | fidelity | capacity-w2 | capacity-w3-narrow)
+#   bash benchmarks/gpu_session.sh STEP
+#   (STEP: tests | w1 | stride | sweep | fidelity | capacity-w2 | capacity-w3-narrow | profile | capacity-w3)
 #
 # Each step writes under $OUT (default /tmp/out) and stays under the device tool's 10-minute limit.
 set -euo pipefail
@@ -10,7 +11,7 @@ OUT=${OUT:-/tmp/out}
 export PYTHONPATH=${PYTHONPATH:-src}
 mkdir -p "$OUT"
 case "${1:?which step}" in
-  tests)     # the GPU suite, with the async-scheduling test (~1 min)
+  tests)     # the GPU suite (~40 s); not yet run at 33ef5af: decode-kernel and async tests
     python -m pytest -q tests/runtime -m gpu 2>&1 | tail -5 | tee "$OUT/gpu_tests.log" ;;
   w1)        # W1 with serial and overlapped steps in one process, both shapes (~3 min)
     python benchmarks/throughput.py --async-scheduling both --out "$OUT/throughput_w1_async.json" ;;
@@ -34,5 +35,12 @@ case "${1:?which step}" in
     python benchmarks/capacity_study.py --out "$OUT/capn" --policies vllm --workloads W3 --requests-w3 30 \
       --rates 0.625 --name capacity_w3_narrow
     tar czf "$OUT/cap_w3_narrow.tgz" -C "$OUT" capn && rm -rf "$OUT/capn" ;;
+  profile)   # re-profile the operators after the decode-kernel change of 400c920 (~2.5 min)
+    python -m cadence.cli profile --model llama3-8b --out "$OUT/llama3-8b_tp1_h100.csv" --errors --max-seconds 60
+    python -m cadence.cli profile --model qwen3-0.6b --out "$OUT/qwen3-0.6b_tp1_h100.csv" --errors --max-seconds 45 ;;
+  capacity-w3)  # the W3 study on the current engine, one policy a call: POLICY=sarathi-512|vllm|...
+    python benchmarks/capacity_study.py --out "$OUT/cap3" --policies "${POLICY:-sarathi-512}" --workloads W3 \
+      --requests-w3 30 --budget-s "${BUDGET_S:-420}" --precision 0.25 --name "capacity_w3_${POLICY:-sarathi-512}"
+    tar czf "$OUT/cap_w3_${POLICY:-sarathi-512}.tgz" -C "$OUT" cap3 && rm -rf "$OUT/cap3" ;;
   *) echo "unknown step $1" >&2; exit 2 ;;
 esac
