@@ -67,14 +67,14 @@ def long_context_folder(model: str, out: Path) -> str:
     return str(folder)
 
 
-def start_server(policy: str, budget: int, model: str, log: Path, max_model_len: int = MAX_MODEL_LEN
-                 ) -> tuple[subprocess.Popen, str]:
+def start_server(policy: str, budget: int, model: str, log: Path, max_model_len: int = MAX_MODEL_LEN,
+                 extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
     port = free_port()
     model_args = [] if model == "builtin" else ["--model", model]  # builtin: CPU smoke test only
     cmd = [sys.executable, "-m", "cadence.cli", "serve", *model_args, "--load-format", "dummy",
            "--policy", policy, "--max-num-batched-tokens", str(budget), "--port", str(port),
            "--max-queue", "100000", "--log-level", "warning", "--no-access-log", "--no-enable-prefix-caching",
-           "--max-model-len", str(max_model_len), "--engine-process"]
+           "--max-model-len", str(max_model_len), "--engine-process", *extra]
     # the engine in its own process (no GIL shared with the HTTP front end); its step trace for reading stalls
     env = {**os.environ, "CADENCE_STEP_TRACE": str(log.with_suffix(".steps.csv"))}
     proc = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env)  # noqa: SIM115
@@ -186,6 +186,8 @@ def main() -> int:
     ap.add_argument("--max-requests", type=int, default=1500, help="W2 requests a point at most")
     ap.add_argument("--rates", type=float, nargs="+", default=None,
                     help="evaluate only these rates (no search), e.g. to narrow a bracket")
+    ap.add_argument("--serve-arg", action="append", default=[],
+                    help="extra argument for every `cadence serve` (repeatable), e.g. --serve-arg=--piecewise-graphs")
     ap.add_argument("--start-rate", type=float, default=1.0)
     ap.add_argument("--precision", type=float, default=0.15)
     ap.add_argument("--seed", type=int, default=0)
@@ -204,7 +206,8 @@ def main() -> int:
         policy, budget = POLICIES[key]
         print(f"== {key}", flush=True)
         t0 = time.monotonic()
-        proc, url = start_server(policy, budget, served, args.out / f"server-{key}.log", args.max_model_len)
+        proc, url = start_server(policy, budget, served, args.out / f"server-{key}.log", args.max_model_len,
+                                 tuple(args.serve_arg))
         print(f"   server up in {time.monotonic() - t0:.0f} s", flush=True)
         deadline = t0 + per_policy
         try:

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The GPU runs behind benchmarks/NOTES.md and docs/sim.md, one device call each. Next to run (after
-# 33ef5af): tests, profile, sweep, fidelity, capacity-w3 per policy. On the device machine:
+# this session): piecewise, piecewise-w3, profile, sweep, fidelity, capacity-w3 per policy. On the
+# device machine:
 #
 #   bash benchmarks/gpu_session.sh STEP
-#   (STEP: tests | w1 | stride | sweep | fidelity | capacity-w2 | capacity-w3-narrow | profile | capacity-w3)
+#   (STEP: tests | w1 | stride | sweep | fidelity | capacity-w2 | capacity-w3-narrow | piecewise |
+#          piecewise-w3 | profile | capacity-w3)
 #
 # Each step writes under $OUT (default /tmp/out) and stays under the device tool's 10-minute limit.
 set -euo pipefail
@@ -35,6 +37,14 @@ case "${1:?which step}" in
     python benchmarks/capacity_study.py --out "$OUT/capn" --policies vllm --workloads W3 --requests-w3 30 \
       --rates 0.625 --name capacity_w3_narrow
     tar czf "$OUT/cap_w3_narrow.tgz" -C "$OUT" capn && rm -rf "$OUT/capn" ;;
+  piecewise)  # the new GPU tests, then W1 with --piecewise-graphs, serial and async (~4 min)
+    python -m pytest -q tests/runtime/test_gpu_piecewise_graphs.py tests/runtime/test_gpu_decode_kernel.py \
+      tests/runtime/test_gpu_async_scheduling.py 2>&1 | tail -5 | tee "$OUT/gpu_tests_piecewise.log"
+    python benchmarks/throughput.py --piecewise-graphs --async-scheduling both --out "$OUT/throughput_w1_piecewise.json" ;;
+  piecewise-w3)  # W3 strict-edge points with piecewise graphs: sarathi-512 at 1.5 and 2 req/s (~3 min)
+    python benchmarks/capacity_study.py --out "$OUT/cappw" --policies sarathi-512 --workloads W3 --requests-w3 30 \
+      --rates 1.5 2 --serve-arg=--piecewise-graphs --name capacity_w3_piecewise
+    tar czf "$OUT/cap_w3_piecewise.tgz" -C "$OUT" cappw && rm -rf "$OUT/cappw" ;;
   profile)   # re-profile the operators after the decode-kernel change of 400c920 (~2.5 min)
     python -m cadence.cli profile --model llama3-8b --out "$OUT/llama3-8b_tp1_h100.csv" --errors --max-seconds 60
     python -m cadence.cli profile --model qwen3-0.6b --out "$OUT/qwen3-0.6b_tp1_h100.csv" --errors --max-seconds 45 ;;

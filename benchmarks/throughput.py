@@ -91,7 +91,8 @@ def floor(cfg: ModelConfig, reqs: list[tuple[int, int]], ceil: dict[str, float])
 
 def make_engine(model: str, args, overlapped: bool = False) -> LLMEngine:
     cfg = EngineConfig(
-        load=ModelLoadConfig(model=model, load_format="dummy", attention_backend=args.backend),
+        load=ModelLoadConfig(model=model, load_format="dummy", attention_backend=args.backend,
+                             piecewise_graphs=args.piecewise_graphs),
         scheduler=SchedulerConfig(max_num_seqs=256, max_num_batched_tokens=args.budget, max_model_len=2048,
                                   async_scheduling=overlapped),
         cache=CacheConfig(gpu_memory_utilization=args.gpu_memory_utilization, enable_prefix_caching=True),
@@ -231,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-w1", action="store_true", help="only the 64-request comparison")
     ap.add_argument("--hf-timeout", type=float, default=240.0)
     ap.add_argument("--out", default=None, help="results JSON path")
+    ap.add_argument("--piecewise-graphs", action="store_true",
+                    help="CUDA graphs in pieces for steps with prefill tokens (the engine's --piecewise-graphs)")
     ap.add_argument("--async-scheduling", default="off", choices=("off", "on", "both"),
                     help="both: W1 with serial steps, then again with async scheduling, in the same process")
     args = ap.parse_args(argv)

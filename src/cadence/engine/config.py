@@ -22,6 +22,9 @@ class ModelLoadConfig:
     dtype: str = field(default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     attention_backend: str = field(default="auto", metadata={"help": "auto, torch, vattention or paged"})
+    piecewise_graphs: bool = field(default=False, metadata={
+        "help": "CUDA graphs also for steps with prefill tokens, captured in pieces around attention "
+                "(one GPU; not yet measured on the H100, see benchmarks/NOTES.md)"})
     seed: int = field(default=0, metadata={"help": "seed for dummy weights and unseeded sampling"})
     served_model_name: str | None = field(default=None, metadata={"help": "model name shown by the API"})
 

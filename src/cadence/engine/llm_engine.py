@@ -147,7 +147,8 @@ class LLMEngine:
         runner = runner_cls(model, self.local_model_config, backend=backend, num_blocks=num_blocks,
                             block_size=block_size, dtype=self.dtype, device=self.device,
                             max_num_seqs=config.scheduler.max_num_seqs, max_model_len=self.max_model_len,
-                            async_steps=config.scheduler.async_scheduling)
+                            async_steps=config.scheduler.async_scheduling,
+                            piecewise_max_tokens=config.scheduler.max_num_batched_tokens if load.piecewise_graphs else 0)
         if self.tp is not None:
             runner.group = self.tp  # type: ignore[attr-defined]
         return runner
@@ -177,6 +178,8 @@ class LLMEngine:
         reserve = cls.fixed_overhead_bytes(mc, block_size, self.dtype)
         if cls.supports_cuda_graphs:
             reserve += graph_reserve_bytes(mc.vocab_size, mc.hidden_size, sched.max_num_seqs)
+            if self.config.load.piecewise_graphs:  # their private pool holds one forward's activations
+                reserve += peak
         free, total = torch.cuda.mem_get_info(self.device)
         budget = cache.gpu_memory_utilization * total - (total - free) - peak - reserve
         num_blocks = max(1, int(budget // per_block))
@@ -333,7 +336,8 @@ class LLMEngine:
 
     def _replays(self) -> int:
         graphs = getattr(self.runner, "graphs", None)
-        return graphs.num_replays if graphs is not None else 0
+        pieces = getattr(self.runner, "piecewise", None)
+        return (graphs.num_replays if graphs is not None else 0) + (pieces.num_replays if pieces is not None else 0)
 
     def write_step_trace(self, path: str | Path) -> None:
         """The step trace as CSV: `start` is perf_counter seconds, so gaps between rows are the time

@@ -16,6 +16,7 @@ from cadence.models.llama import LlamaForCausalLM
 from cadence.runtime.attention import AttentionBackend, backend_class
 from cadence.runtime.attention.vattention import BlockSizeError, pages_per_block
 from cadence.runtime.cuda_graphs import DecodeGraphs
+from cadence.runtime.piecewise_graphs import PiecewiseGraphs
 from cadence.runtime.sampler import Sampler, SampleResult
 from cadence.runtime.step_batch import InFlightTokens, StepBatch, build_step_batch
 
@@ -46,8 +47,11 @@ class LaunchedStep:
 class ModelRunner:
     def __init__(self, model: LlamaForCausalLM, config: ModelConfig, *, backend: str, num_blocks: int,
                  block_size: int, dtype: torch.dtype, device: torch.device, max_num_seqs: int = 256,
-                 max_model_len: int | None = None, cuda_graphs: bool = True, async_steps: bool = False) -> None:
-        """`async_steps`: steps may be launched while the previous one runs (`launch`/`collect`)."""
+                 max_model_len: int | None = None, cuda_graphs: bool = True, async_steps: bool = False,
+                 piecewise_max_tokens: int = 0) -> None:
+        """`async_steps`: steps may be launched while the previous one runs (`launch`/`collect`).
+        `piecewise_max_tokens`: capture piecewise graphs for steps with prefill tokens up to this
+        many tokens (0: such steps run eagerly)."""
         self.model = model
         self.config = config
         self.device = device
@@ -60,6 +64,9 @@ class ModelRunner:
         self.graphs: DecodeGraphs | None = None
         if cuda_graphs and device.type == "cuda" and self.attention.supports_cuda_graphs:
             self.graphs = DecodeGraphs(model, self.attention, max_num_seqs, device)
+        self.piecewise: PiecewiseGraphs | None = None
+        if piecewise_max_tokens and self.graphs is not None and model.shard is None:
+            self.piecewise = PiecewiseGraphs(model, piecewise_max_tokens, dtype, device)
         self.last_batch: StepBatch | None = None
         self.num_steps = 0
         self.prepare_seconds = 0.0  # CPU time building step inputs (not counting the scheduler)
@@ -145,7 +152,11 @@ class ModelRunner:
             return logits
         attn = self.attention.bind(batch)
         self.prepare_seconds += time.perf_counter() - t0
-        hidden = self.model(batch.input_ids, batch.positions, attn)
+        piecewise = self.piecewise
+        if piecewise is not None and batch.num_tokens <= piecewise.max_tokens:
+            hidden = piecewise.run(batch, attn)
+        else:
+            hidden = self.model(batch.input_ids, batch.positions, attn)
         self.attention.after_launch(batch)  # map ahead while the GPU runs this step
         if not num_samples:
             return None
@@ -153,4 +164,5 @@ class ModelRunner:
 
     def shutdown(self) -> None:
         self.graphs = None
+        self.piecewise = None
         self.attention.release()
