@@ -74,6 +74,21 @@ def test_calibrated_decode_and_host_times_follow_the_trace(tmp_path):
     assert mixed > pred.step_time(4, 4, 4, 4, 4 * 3000) + HOST[2] * 512
 
 
+def test_longest_context_takes_the_serial_walk_term(tmp_path):
+    """Fitted on batches of equal contexts, the per-request walk applies to the batch's longest
+    context when the simulator knows it: mixed lengths cost more than their mean suggests, in
+    single steps and in decode windows alike."""
+    prof, _ = calibrated(tmp_path)
+    pred = StepTimePredictor(prof, 1, gpu_spec("H100"), 8192)
+    b, ctx = 16, 16 * 1000
+    even = pred.step_time(b, b, b, b, ctx)
+    assert pred.step_time(b, b, b, b, ctx, (), 1000) == pytest.approx(even)  # longest = mean
+    spread = pred.step_time(b, b, b, b, ctx, (), 4000)
+    assert spread - even == pytest.approx(DEC[3] * 3000, rel=0.05)
+    base, slope = pred.decode_window(b, ctx, 4000)
+    assert base == pytest.approx(spread) and slope == pytest.approx(pred.decode_window(b, ctx)[1])
+
+
 def test_eager_floor_bounds_steps_with_prefill_tokens_only(tmp_path):
     """Steps with prefill tokens run eagerly; when the host's launches take 20 ms the trace's small
     prefill steps say so, and the predictor keeps every step with prefill tokens at or above that

@@ -121,18 +121,23 @@ class StepTimePredictor:
             return h0 + h1 * num_reqs + h2 * prefill_tokens
         return self._cpu0 + self._cpu1 * num_reqs
 
-    def _served_decode(self, batch: int, ctx_sum: int) -> float:
+    def _served_decode(self, batch: int, ctx_sum: int, ctx_max: int | None = None) -> float:
+        """The fit's last term is the serial walk of one request's context by one thread block:
+        fitted on the served sweep's batches of equal contexts (longest = mean), applied to the
+        longest context of the batch when it is known, since with mixed lengths the longest
+        request's blocks finish last."""
         e0, e1, e2, e3 = self.served_decode  # type: ignore[misc]
-        return e0 + e1 * batch + e2 * ctx_sum + e3 * ctx_sum / batch
+        return e0 + e1 * batch + e2 * ctx_sum + e3 * (ctx_max if ctx_max is not None else ctx_sum / batch)
 
     def step_time(self, num_tokens: int, num_sampled: int, num_reqs: int, decode_batch: int, decode_ctx: int,
-                  prefills: Sequence[tuple[int, int]] = ()) -> float:
-        """One step (one stage with PP): `decode_ctx` sums the decodes' contexts; prefills holds
-        (chunk tokens, keys after the chunk) per prefilling request."""
+                  prefills: Sequence[tuple[int, int]] = (), decode_max_ctx: int | None = None) -> float:
+        """One step (one stage with PP): `decode_ctx` sums the decodes' contexts and
+        `decode_max_ctx` is the longest (None: take the mean); prefills holds (chunk tokens, keys
+        after the chunk) per prefilling request."""
         host = self._host(num_reqs, num_tokens - decode_batch)
         decode_only = not prefills and num_tokens == decode_batch
         if self.served_decode is not None and decode_batch:
-            served = self._served_decode(decode_batch, decode_ctx)
+            served = self._served_decode(decode_batch, decode_ctx, decode_max_ctx)
             if decode_only:
                 return host + served
             # a mixed step: its ops over all its tokens, the decodes' attention as served
@@ -151,12 +156,12 @@ class StepTimePredictor:
             t = max(t, self.eager_floor)
         return host + t
 
-    def decode_window(self, batch: int, ctx_sum: int) -> tuple[float, float]:
+    def decode_window(self, batch: int, ctx_sum: int, ctx_max: int | None = None) -> tuple[float, float]:
         """A pure-decode step over `batch` requests costs base + slope * j at the j-th step from
         here (each step adds one key per request): returns (base, slope)."""
         if self.served_decode is not None:
             _, _, e2, e3 = self.served_decode
-            return self._host(batch, 0) + self._served_decode(batch, ctx_sum), e2 * batch + e3
+            return self._host(batch, 0) + self._served_decode(batch, ctx_sum, ctx_max), e2 * batch + e3
         base = (self.dense[batch] + self.head[batch] + self._cpu0 + self._cpu1 * batch + self._dec_fixed
                 + self._dec_per_req * batch + self._dec_per_ctx * ctx_sum)
         return base, self._dec_per_ctx * batch

@@ -182,7 +182,7 @@ class Simulator:
         out = sch.schedule(now)
         if out.is_empty():
             raise SimInputError("the scheduler could schedule nothing on an idle replica (KV cache too small?)")
-        tokens = sampled = dec = ctx = 0
+        tokens = sampled = dec = ctx = longest = 0
         prefills = []
         for s in out.scheduled:
             k = s.num_new_tokens
@@ -190,14 +190,17 @@ class Simulator:
             if k == 1:  # a decode (or a one-token recompute chunk, which costs the same)
                 sampled += 1
                 dec += 1
-                ctx += s.num_computed_tokens + 1
+                c = s.num_computed_tokens + 1
+                ctx += c
+                if c > longest:
+                    longest = c
                 continue
             sampled += s.samples
             prefills.append((k, s.num_computed_tokens + k))
         rep = eng.replica
         if tokens > self.predictor.max_step_tokens:
             self.predictor.check_covers(max_step_tokens=tokens)
-        st = self.predictor.step_time(tokens, sampled, len(out.scheduled), dec, ctx, prefills)
+        st = self.predictor.step_time(tokens, sampled, len(out.scheduled), dec, ctx, prefills, longest)
         eng.inflight = out
         self.steps += 1
         self._push(rep.run_stages(now, st) if rep.pp > 1 else now + st, eng)
@@ -208,7 +211,7 @@ class Simulator:
         if nrun > self.config.scheduler.max_num_batched_tokens:
             return None
         kmax = 1 << 30
-        ctx = 0
+        ctx = longest = 0
         for r in running:
             c = r.num_computed_tokens
             if c != len(r.prompt_token_ids) + len(r.output_token_ids) - 1:
@@ -217,9 +220,11 @@ class Simulator:
             if rem < kmax:
                 kmax = rem
             ctx += c + 1
+            if c >= longest:
+                longest = c + 1
         if kmax < 2:
             return None
-        base, slope = self.predictor.decode_window(nrun, ctx)
+        base, slope = self.predictor.decode_window(nrun, ctx, longest)
         times = []
         t = now
         for j in range(kmax):
