@@ -16,7 +16,7 @@ from cadence.models.llama import LlamaForCausalLM
 from cadence.runtime.attention import AttentionBackend, backend_class
 from cadence.runtime.attention.vattention import BlockSizeError, pages_per_block
 from cadence.runtime.cuda_graphs import DecodeGraphs
-from cadence.runtime.piecewise_graphs import PiecewiseGraphs
+from cadence.runtime.piecewise_graphs import MAX_PIECEWISE_TOKENS, PiecewiseGraphs
 from cadence.runtime.sampler import Sampler, SampleResult
 from cadence.runtime.step_batch import InFlightTokens, StepBatch, build_step_batch
 
@@ -66,7 +66,7 @@ class ModelRunner:
             self.graphs = DecodeGraphs(model, self.attention, max_num_seqs, device)
         self.piecewise: PiecewiseGraphs | None = None
         if piecewise_max_tokens and self.graphs is not None and model.shard is None:
-            self.piecewise = PiecewiseGraphs(model, piecewise_max_tokens, dtype, device)
+            self.piecewise = PiecewiseGraphs(model, min(piecewise_max_tokens, MAX_PIECEWISE_TOKENS), dtype, device)
         self.last_batch: StepBatch | None = None
         self.num_steps = 0
         self.prepare_seconds = 0.0  # CPU time building step inputs (not counting the scheduler)

@@ -32,6 +32,11 @@ from cadence.runtime.step_batch import StepBatch
 logger = logging.getLogger("cadence.piecewise_graphs")
 
 
+# Larger steps are bound by the device, not by launches, and a bucket's graph pool and static buffers
+# grow with its tokens: steps over this many tokens run eagerly.
+MAX_PIECEWISE_TOKENS = 4096
+
+
 def token_buckets(max_tokens: int) -> list[int]:
     sizes = [16, 32, 64, 128, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192]
     out = [t for t in sizes if t < max_tokens]
