@@ -36,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--block-size", type=int, default=16)
     g.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     g.add_argument("--exact-steps", action="store_true", help="no decode windows: every step through the scheduler")
+    g.add_argument("--async-scheduling", action="store_true",
+                   help="the engine's async scheduling: a step lasts the longer of host and device work")
     w = parser.add_argument_group("workload")
     w.add_argument("--workload", default="W2", help="W1, W2 or W3 (WORKLOADS.md)")
     w.add_argument("--trace", default=None, help="CSV trace (num_prefill_tokens,num_decode_tokens[,arrived_at])")
@@ -53,7 +55,7 @@ def deployment_from_args(args: argparse.Namespace):
 
     return Deployment(args.model, args.gpu, args.tp, args.pp, args.replicas, args.policy,
                       args.max_num_batched_tokens, args.max_num_seqs, args.router, args.block_size,
-                      args.gpu_memory_utilization, args.profile, args.exact_steps)
+                      args.gpu_memory_utilization, args.profile, args.exact_steps, args.async_scheduling)
 
 
 def workload_from_args(args: argparse.Namespace) -> tuple[list[wl.RequestSpec], dict]:

@@ -32,6 +32,7 @@ class Deployment:
     gpu_memory_utilization: float = 0.9
     profile: str | None = None  # CSV from `cadence profile`; None = analytic roofline for the GPU
     exact_steps: bool = False
+    async_scheduling: bool = False  # the engine's --async-scheduling: host work overlaps the device's
 
     @property
     def num_gpus(self) -> int:
@@ -39,7 +40,7 @@ class Deployment:
 
     def label(self) -> str:
         return (f"{self.replicas}x(tp{self.tp},pp{self.pp}) {self.policy} budget={self.max_num_batched_tokens} "
-                f"batch={self.max_num_seqs}")
+                f"batch={self.max_num_seqs}" + (" async" if self.async_scheduling else ""))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -80,7 +81,7 @@ def build(d: Deployment, specs: list[RequestSpec] | None = None) -> tuple[Simula
         raise SimInputError(str(exc)) from None
     mem = plan_memory(d.model, mc, gpu, d.tp, d.pp, d.block_size, d.max_num_batched_tokens, d.max_num_seqs,
                       d.gpu_memory_utilization)
-    pred = StepTimePredictor(resolve_profile(d), d.pp, gpu, max_step_tokens(d, specs))
+    pred = StepTimePredictor(resolve_profile(d), d.pp, gpu, max_step_tokens(d, specs), d.async_scheduling)
     if specs:
         pred.check_covers(max_batch=d.max_num_seqs if d.max_num_seqs <= len(specs) else len(specs),
                           max_context=max(s.prompt_tokens + s.output_tokens for s in specs))

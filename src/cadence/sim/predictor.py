@@ -29,7 +29,11 @@ class Coverage:
 
 
 class StepTimePredictor:
-    def __init__(self, profile: Profile, pp: int, gpu: GPUSpec, max_step_tokens: int) -> None:
+    def __init__(self, profile: Profile, pp: int, gpu: GPUSpec, max_step_tokens: int,
+                 overlap_host: bool = False) -> None:
+        """`overlap_host`: the engine's async scheduling, where the host plans and launches step n+1
+        while the device runs step n, so a step lasts the longer of the two instead of their sum."""
+        self.overlap_host = overlap_host
         by_op = profile.by_op()
         missing = [op for op in ALL_OPS if op not in by_op]
         if missing:
@@ -139,7 +143,7 @@ class StepTimePredictor:
         if self.served_decode is not None and decode_batch:
             served = self._served_decode(decode_batch, decode_ctx, decode_max_ctx)
             if decode_only:
-                return host + served
+                return self._combine(host, served)
             # a mixed step: its ops over all its tokens, the decodes' attention as served
             t = self.dense[num_tokens] + self.head[num_sampled]
             t += max(0.0, served - self.dense[decode_batch] - self.head[decode_batch])
@@ -154,14 +158,24 @@ class StepTimePredictor:
                 t += L * (a + b * q + c * q * (kv - q / 2) + d * kv)
         if not decode_only:  # eager: the device cannot finish before the host has launched it all
             t = max(t, self.eager_floor)
-        return host + t
+        return self._combine(host, t)
+
+    def _combine(self, host: float, device: float) -> float:
+        return max(host, device) if self.overlap_host else host + device
 
     def decode_window(self, batch: int, ctx_sum: int, ctx_max: int | None = None) -> tuple[float, float]:
         """A pure-decode step over `batch` requests costs base + slope * j at the j-th step from
-        here (each step adds one key per request): returns (base, slope)."""
+        here (each step adds one key per request): returns (base, slope). With overlapped host work
+        the window takes whichever of host and device is longer at its start (the device's growth
+        over a window is microseconds a step)."""
         if self.served_decode is not None:
             _, _, e2, e3 = self.served_decode
-            return self._host(batch, 0) + self._served_decode(batch, ctx_sum, ctx_max), e2 * batch + e3
-        base = (self.dense[batch] + self.head[batch] + self._cpu0 + self._cpu1 * batch + self._dec_fixed
-                + self._dec_per_req * batch + self._dec_per_ctx * ctx_sum)
-        return base, self._dec_per_ctx * batch
+            host, device, slope = self._host(batch, 0), self._served_decode(batch, ctx_sum, ctx_max), e2 * batch + e3
+        else:
+            host = self._cpu0 + self._cpu1 * batch
+            device = (self.dense[batch] + self.head[batch] + self._dec_fixed + self._dec_per_req * batch
+                      + self._dec_per_ctx * ctx_sum)
+            slope = self._dec_per_ctx * batch
+        if self.overlap_host and host > device:
+            return host, 0.0
+        return self._combine(host, device), slope
