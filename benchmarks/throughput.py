@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
                               "hf_subset": HF_SUBSET},
                  "settings": {"backend": args.backend, "max_num_batched_tokens": args.budget, "max_num_seqs": 256,
                               "gpu_memory_utilization": args.gpu_memory_utilization, "dtype": "bfloat16",
-                              "weights": "dummy"},
+                              "weights": "dummy", "piecewise_graphs": args.piecewise_graphs},
                  "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     res["ceilings"] = ceilings()
     print(json.dumps(res, indent=1), flush=True)
