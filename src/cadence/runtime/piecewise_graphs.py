@@ -151,9 +151,9 @@ class PiecewiseGraphs:
         b.pieces = [first] + [resume] * self.num_layers
 
     def bucket(self, n: int) -> _Bucket | None:
-        for t in sorted(self.buckets):
+        for t, b in self.buckets.items():  # built in ascending token order
             if t >= n:
-                return self.buckets[t]
+                return b
         return None
 
     def run(self, batch: StepBatch, attn: StepAttention) -> torch.Tensor:
