@@ -37,10 +37,12 @@ case "${1:?which step}" in
     python benchmarks/capacity_study.py --out "$OUT/capn" --policies vllm --workloads W3 --requests-w3 30 \
       --rates 0.625 --name capacity_w3_narrow
     tar czf "$OUT/cap_w3_narrow.tgz" -C "$OUT" capn && rm -rf "$OUT/capn" ;;
-  piecewise)  # the new GPU tests, then W1 with --piecewise-graphs, serial and async (~4 min)
+  piecewise)  # the new GPU tests, then W1 with --piecewise-graphs, serial and async, then the same without pieces (~7 min)
     python -m pytest -q tests/runtime/test_gpu_piecewise_graphs.py tests/runtime/test_gpu_decode_kernel.py \
       tests/runtime/test_gpu_async_scheduling.py 2>&1 | tail -5 | tee "$OUT/gpu_tests_piecewise.log"
-    python benchmarks/throughput.py --piecewise-graphs --async-scheduling both --out "$OUT/throughput_w1_piecewise.json" ;;
+    python benchmarks/throughput.py --piecewise-graphs --async-scheduling both --out "$OUT/throughput_w1_piecewise.json"
+    # the same host without pieces, for the comparison
+    python benchmarks/throughput.py --async-scheduling both --out "$OUT/throughput_w1_plain.json" ;;
   piecewise-w3)  # W3 strict-edge points with piecewise graphs: sarathi-512 at 1.5 and 2 req/s (~3 min)
     python benchmarks/capacity_study.py --out "$OUT/cappw" --policies sarathi-512 --workloads W3 --requests-w3 30 \
       --rates 1.5 2 --serve-arg=--piecewise-graphs --name capacity_w3_piecewise
