@@ -39,7 +39,8 @@ case "${1:?which step}" in
     tar czf "$OUT/cap_w3_narrow.tgz" -C "$OUT" capn && rm -rf "$OUT/capn" ;;
   piecewise)  # the new GPU tests, then W1 with --piecewise-graphs, serial and async, then the same without pieces (~7 min)
     python -m pytest -q tests/runtime/test_gpu_piecewise_graphs.py tests/runtime/test_gpu_decode_kernel.py \
-      tests/runtime/test_gpu_async_scheduling.py 2>&1 | tail -5 | tee "$OUT/gpu_tests_piecewise.log"
+      tests/runtime/test_gpu_async_scheduling.py > "$OUT/gpu_tests_piecewise.log" 2>&1 || true
+    tail -30 "$OUT/gpu_tests_piecewise.log"
     python benchmarks/throughput.py --piecewise-graphs --async-scheduling both --out "$OUT/throughput_w1_piecewise.json"
     # the same host without pieces, for the comparison
     python benchmarks/throughput.py --async-scheduling both --out "$OUT/throughput_w1_plain.json" ;;
