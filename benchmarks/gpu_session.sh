@@ -44,9 +44,11 @@ case "${1:?which step}" in
     python benchmarks/throughput.py --piecewise-graphs --async-scheduling both --out "$OUT/throughput_w1_piecewise.json"
     # the same host without pieces, for the comparison
     python benchmarks/throughput.py --async-scheduling both --out "$OUT/throughput_w1_plain.json" ;;
-  piecewise-w3)  # W3 strict-edge points with piecewise graphs: sarathi-512 at 1.5 and 2 req/s (~3 min)
+  piecewise-w3)  # W3 strict-edge points with piecewise graphs: sarathi-512 at 1.5 and 2 req/s, then 2 without pieces (~5 min)
     python benchmarks/capacity_study.py --out "$OUT/cappw" --policies sarathi-512 --workloads W3 --requests-w3 30 \
       --rates 1.5 2 --serve-arg=--piecewise-graphs --name capacity_w3_piecewise
+    python benchmarks/capacity_study.py --out "$OUT/cappw/plain" --policies sarathi-512 --workloads W3 --requests-w3 30 \
+      --rates 2 --name capacity_w3_plain  # the same host without pieces
     tar czf "$OUT/cap_w3_piecewise.tgz" -C "$OUT" cappw && rm -rf "$OUT/cappw" ;;
   profile)   # re-profile the operators after the decode-kernel change of 400c920 (~2.5 min)
     python -m cadence.cli profile --model llama3-8b --out "$OUT/llama3-8b_tp1_h100.csv" --errors --max-seconds 60
