@@ -185,7 +185,16 @@ def test_vattention_pages_match_torch_on_cpu(fake_backend, budget, num_blocks, s
     ref = TorchAttentionBackend(cfg, num_blocks, block, torch.float32, dev)
     want, pre_ref, hits_ref = run(ref, model, prompts, script, **kw)
     backend = va.VAttentionBackend(cfg, num_blocks, block, torch.float32, dev, max_num_seqs=4, max_model_len=MAX_LEN)
+    mixed = backend._mixed_attention
+    split: list[int] = []  # decodes attended apart from the prefills they shared a step with
+
+    def spy(write_idx, d, *args):
+        split.append(d)
+        return mixed(write_idx, d, *args)
+
+    backend._mixed_attention = spy
     got, pre, hits = run(backend, model, prompts, script, **kw)
+    assert split, "no step mixed decodes with prefills"
     assert (pre, hits) == (pre_ref, hits_ref) and hits > 0
     if num_blocks < 10:
         assert pre > 0
@@ -199,6 +208,12 @@ def test_vattention_pages_match_torch_on_cpu(fake_backend, budget, num_blocks, s
     acc = backend.page_accounting()
     assert acc["accounted"] == acc["distinct"] == acc["pages"], acc
     assert acc["mappings"] == 1, acc
+
+
+def test_leading_decodes():
+    assert va.leading_decodes([1, 1, 40, 1]) == 2
+    assert va.leading_decodes([1, 1, 1]) == 0  # decode-only steps take the decode path
+    assert va.leading_decodes([5, 1]) == 0
 
 
 @pytest.mark.parametrize("heads,kv_heads", [(16, 8), (32, 8), (8, 8), (14, 2)])
