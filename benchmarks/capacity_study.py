@@ -187,7 +187,7 @@ def main() -> int:
     ap.add_argument("--rates", type=float, nargs="+", default=None,
                     help="evaluate only these rates (no search), e.g. to narrow a bracket")
     ap.add_argument("--serve-arg", action="append", default=[],
-                    help="extra argument for every `cadence serve` (repeatable), e.g. --serve-arg=--piecewise-graphs")
+                    help="extra argument for every `cadence serve` (repeatable), e.g. --serve-arg=--no-piecewise-graphs")
     ap.add_argument("--start-rate", type=float, default=1.0)
     ap.add_argument("--precision", type=float, default=0.15)
     ap.add_argument("--seed", type=int, default=0)

@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-w1", action="store_true", help="only the 64-request comparison")
     ap.add_argument("--hf-timeout", type=float, default=240.0)
     ap.add_argument("--out", default=None, help="results JSON path")
-    ap.add_argument("--piecewise-graphs", action="store_true",
+    ap.add_argument("--piecewise-graphs", action=argparse.BooleanOptionalAction, default=True,
                     help="CUDA graphs in pieces for steps with prefill tokens (the engine's --piecewise-graphs)")
     ap.add_argument("--async-scheduling", default="off", choices=("off", "on", "both"),
                     help="both: W1 with serial steps, then again with async scheduling, in the same process")

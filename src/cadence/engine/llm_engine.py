@@ -148,10 +148,14 @@ class LLMEngine:
                             block_size=block_size, dtype=self.dtype, device=self.device,
                             max_num_seqs=config.scheduler.max_num_seqs, max_model_len=self.max_model_len,
                             async_steps=config.scheduler.async_scheduling,
-                            piecewise_max_tokens=config.scheduler.max_num_batched_tokens if load.piecewise_graphs else 0)
+                            piecewise_max_tokens=config.scheduler.max_num_batched_tokens if self._piecewise() else 0)
         if self.tp is not None:
             runner.group = self.tp  # type: ignore[attr-defined]
         return runner
+
+    def _piecewise(self) -> bool:
+        """Piecewise graphs are for one GPU (no collectives inside a piece)."""
+        return self.config.load.piecewise_graphs and self.config.parallel.tensor_parallel_size == 1
 
     def _size_kv_cache(self, block_size: int, model: torch.nn.Module | None = None) -> int:
         """Blocks that fit: on the GPU, gpu_memory_utilization of the card minus what is in use
@@ -178,7 +182,7 @@ class LLMEngine:
         reserve = cls.fixed_overhead_bytes(mc, block_size, self.dtype)
         if cls.supports_cuda_graphs:
             reserve += graph_reserve_bytes(mc.vocab_size, mc.hidden_size, sched.max_num_seqs)
-            if self.config.load.piecewise_graphs:  # their private pool holds one forward's activations
+            if self._piecewise():  # their private pool holds one forward's activations
                 reserve += peak
         free, total = torch.cuda.mem_get_info(self.device)
         budget = cache.gpu_memory_utilization * total - (total - free) - peak - reserve
