@@ -19,9 +19,9 @@ case "${1:?which step}" in
     python benchmarks/throughput.py --async-scheduling both --out "$OUT/throughput_w1_async.json" ;;
   stride)    # decode attention over 1-layer vs all-layer token rows (~20 s)
     python benchmarks/kv_stride_attention.py --out "$OUT/kv_stride.json" ;;
-  sweep)     # served-step sweeps, then calibrated profiles (~4 min)
+  sweep)     # served-step sweeps (equal and spread contexts), then calibrated profiles (~6 min)
     for m in llama3-8b qwen3-0.6b; do
-      python -m cadence.cli profile --served-sweep --model "$m" --max-seconds 100 \
+      python -m cadence.cli profile --served-sweep --model "$m" --max-seconds 150 \
         --from-profile "benchmarks/profiles/${m}_tp1_h100.csv" --out "$OUT/${m}_tp1_h100_served.csv"
     done ;;
   fidelity)  # the three fidelity points with the engine in its own process (~4 min)

@@ -173,4 +173,15 @@ def test_served_sweep_runs_the_engine_and_calibrates(tmp_path):
     served = [line.split(",") for line in out.read_text().splitlines() if line.startswith("served_decode")]
     assert {int(f[2]) for f in served} == {1, 3}  # batch column
     ctx = {int(f[3]) for f in served}  # quarter-octave bins of prompt plus the tokens decoded so far
-    assert len(ctx) >= 2 and min(ctx) >= 16 and max(ctx) <= 48
+    assert len(ctx) >= 2 and min(ctx) >= 8 and max(ctx) <= 48  # spread points: 3 requests of 2..16 tokens
+    longest = [(int(f[1]), int(f[3])) for f in served]  # tokens column: the longest context
+    assert all(lo >= c for lo, c in longest) and any(lo > 1.3 * c for lo, c in longest)
+
+
+def test_spread_contexts():
+    from cadence.sim.served_sweep import spread_contexts
+
+    assert spread_contexts(1, 1024, 0.125) == [1024]
+    assert spread_contexts(4, 1024, 1.0) == [1024] * 4
+    lens = spread_contexts(8, 1024, 0.125)
+    assert lens[0] == 128 and lens[-1] == 1024 and lens == sorted(lens) and len(set(lens)) == 8

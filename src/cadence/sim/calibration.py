@@ -7,9 +7,10 @@ host's scheduling, input building, page mapping and output handling around them.
 operators fitted from it:
 
 - `served_decode`: a decode-only step's execute time (forward + sampling, GPU-bound), keyed by its
-  batch and mean context per request. Fitted as t = a + b*batch + c*sum(context) + d*mean(context):
-  the sum term is K/V bandwidth, the mean term the serial walk of one request's context by one
-  thread block, which dominates when few long requests leave most of the GPU idle.
+  batch, mean context per request (`context`) and longest context (`tokens`; 0 in older profiles:
+  the mean). Fitted as t = a + b*batch + c*sum(context) + d*longest: the sum term is K/V bandwidth,
+  the longest term the serial walk of one request's context by its thread blocks, which dominates
+  when few long requests leave most of the GPU idle.
 - `served_host`: the step's host time outside the GPU wait (schedule + input building incl. page
   mapping + update and outputs + the serving loop's gap before the next step), keyed by requests
   and new prefill tokens: t = a + b*requests + c*prefill tokens.
@@ -58,7 +59,8 @@ def read_step_trace(path: str | Path) -> list[dict[str, float]]:
         raise SimInputError(f"step trace {path} lacks columns {', '.join(missing)}")
     try:
         return [{**{c: float(r[c]) for c in TRACE_COLUMNS}, "overlapped": float(r.get("overlapped") or 0),
-                 "graphed": float(r.get("graphed") or 0)} for r in rows]
+                 "graphed": float(r.get("graphed") or 0), "max_context_tokens": float(r.get("max_context_tokens") or 0)}
+                for r in rows]
     except ValueError as exc:
         raise SimInputError(f"step trace {path}: {exc}") from None
 
@@ -70,10 +72,10 @@ def _bin(x: float) -> int:
 
 def add_served_points(profile: Profile, traces: Iterable[str | Path]) -> dict[str, int]:
     """Append `served_decode`, `served_host` and `served_eager` points from step traces: the median
-    of the steps in each (requests, quarter-octave of context or prefill tokens) bin; `served_eager`
+    of the steps in each (requests, quarter-octave of mean and longest context, or of prefill tokens) bin; `served_eager`
     is the execute time of eager steps with few prefill tokens (EAGER_FLOOR_MAX_TOKENS), binned by
     prefill tokens. Returns the steps used."""
-    dec: dict[tuple[int, int], list[float]] = defaultdict(list)
+    dec: dict[tuple[int, int, int], list[float]] = defaultdict(list)
     host_bins: dict[tuple[int, int], list[float]] = defaultdict(list)
     eager: dict[int, list[float]] = defaultdict(list)
     n_dec = n_host = n_eager = 0
@@ -92,15 +94,16 @@ def add_served_points(profile: Profile, traces: Iterable[str | Path]) -> dict[st
             host_bins[(b, _bin(prefill))].append(host)
             n_host += 1
             if prefill == 0 and int(r["num_decodes"]) == b:
-                dec[(b, _bin(r["num_context_tokens"] / b))].append(r["execute_s"])
+                longest = r["max_context_tokens"] or r["num_context_tokens"] / b
+                dec[(b, _bin(r["num_context_tokens"] / b), _bin(longest))].append(r["execute_s"])
                 n_dec += 1
             elif 0 < prefill <= EAGER_FLOOR_MAX_TOKENS and not r.get("graphed"):
                 eager[_bin(prefill)].append(r["execute_s"])
                 n_eager += 1
     if not n_dec:
         raise SimInputError("the step traces hold no decode-only steps to calibrate from")
-    for (b, ctx), ts in sorted(dec.items()):
-        profile.add("served_decode", statistics.median(ts), batch=b, context=ctx)
+    for (b, ctx, longest), ts in sorted(dec.items()):
+        profile.add("served_decode", statistics.median(ts), batch=b, context=ctx, tokens=max(longest, ctx))
     for (b, prefill), ts in sorted(host_bins.items()):
         profile.add("served_host", statistics.median(ts), tokens=prefill, batch=b)
     for prefill, ts in sorted(eager.items()):

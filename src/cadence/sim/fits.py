@@ -34,8 +34,9 @@ def cpu_features(batch: float) -> list[float]:
     return [1.0, batch]
 
 
-def served_decode_features(batch: float, ctx_sum: float) -> list[float]:
-    return [1.0, batch, ctx_sum, ctx_sum / batch if batch else 0.0]
+def served_decode_features(batch: float, ctx_sum: float, ctx_max: float | None = None) -> list[float]:
+    """[1, batch, sum of contexts, longest context] (longest unknown: the mean)."""
+    return [1.0, batch, ctx_sum, ctx_max if ctx_max else (ctx_sum / batch if batch else 0.0)]
 
 
 def served_host_features(batch: float, prefill_tokens: float) -> list[float]:
@@ -47,7 +48,7 @@ LINEAR_OPS = ("attn_decode", "attn_prefill", "cpu_step", "served_decode", "serve
 
 def point_features(op: str, p: Point) -> list[float]:
     if op == "served_decode":
-        return served_decode_features(p.batch, p.batch * p.context)
+        return served_decode_features(p.batch, p.batch * p.context, p.tokens or None)  # tokens: longest context
     if op == "served_host":
         return served_host_features(p.batch, p.tokens)
     if op == "attn_decode":

@@ -126,10 +126,9 @@ class StepTimePredictor:
         return self._cpu0 + self._cpu1 * num_reqs
 
     def _served_decode(self, batch: int, ctx_sum: int, ctx_max: int | None = None) -> float:
-        """The fit's last term is the serial walk of one request's context by one thread block:
-        fitted on the served sweep's batches of equal contexts (longest = mean), applied to the
-        longest context of the batch when it is known, since with mixed lengths the longest
-        request's blocks finish last."""
+        """The fit's last term is the serial walk of the longest request's context by its thread
+        blocks (they finish last); the served sweep runs batches of equal and of spread contexts so
+        that the fit can tell it from the sum. Longest unknown: the mean."""
         e0, e1, e2, e3 = self.served_decode  # type: ignore[misc]
         return e0 + e1 * batch + e2 * ctx_sum + e3 * (ctx_max if ctx_max is not None else ctx_sum / batch)
 

@@ -2,7 +2,8 @@
 
 Columns: op, tokens, batch, context, time_s, model, tp, device, source. `tokens` is the step's tokens
 (for attn_prefill: the chunk's new tokens), `batch` the requests (attn_decode, sampler, cpu_step),
-`context` the keys attended per request (attention only). source is "measured" (cadence profile on a
+`context` the keys attended per request (attention only; for served_decode the mean, with the
+longest in `tokens`). source is "measured" (cadence profile on a
 GPU) or "analytic-roofline" (generated, never to be mistaken for a measurement).
 """
 

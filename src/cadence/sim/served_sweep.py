@@ -3,6 +3,11 @@ tokens of context, over a grid of (b, c), with its step trace on. Decode steps t
 context independently, which traffic from one workload does not (W3's requests are all long, W2's
 all short), so the calibration fitted from this trace extrapolates to any workload's steps.
 
+Each (b, c) runs twice: all b requests at c tokens, and (b > 1) spread evenly from c/8 to c. A
+served batch mixes lengths, and a decode step's time depends on its longest context as well as on
+the sum (the kernel's blocks of the longest request finish last); with equal contexts only, the
+two are tied (sum = b x longest) and the fit cannot tell them apart.
+
     cadence profile --served-sweep --model llama3-8b --from-profile ops.csv --out served.csv
 """
 
@@ -17,11 +22,21 @@ from pathlib import Path
 
 SWEEP_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 SWEEP_CONTEXTS = (128, 512, 1024, 2048, 4096, 8192, 16384)
+SWEEP_SPREADS = (1.0, 0.125)  # shortest context over longest within a point's batch
 CPU_SWEEP = ((1, 3), (16, 40))  # a smoke-test grid for the CPU
 
 
+def spread_contexts(b: int, c: int, spread: float) -> list[int]:
+    """b contexts evenly from spread x c up to c (all c when spread is 1 or b is 1)."""
+    if b == 1 or spread >= 1.0:
+        return [c] * b
+    lo = max(1, round(spread * c))
+    return [round(lo + (c - lo) * i / (b - 1)) for i in range(b)]
+
+
 def run_served_sweep(model: str, trace_path: str | Path, *, batches: Sequence[int] = SWEEP_BATCHES,
-                     contexts: Sequence[int] = SWEEP_CONTEXTS, decode_steps: int = 24,
+                     contexts: Sequence[int] = SWEEP_CONTEXTS, spreads: Sequence[float] = SWEEP_SPREADS,
+                     decode_steps: int = 24,
                      max_kv_tokens: int = 1 << 19, device: str = "auto", max_seconds: float = 300.0,
                      log: Callable[[str], None] = print) -> dict[str, int]:
     """Run the grid (points over `max_kv_tokens` context tokens, or past the time budget, are
@@ -49,21 +64,22 @@ def run_served_sweep(model: str, trace_path: str | Path, *, batches: Sequence[in
     params = SamplingParams(max_tokens=decode_steps, temperature=0.0, ignore_eos=True)
     try:
         capacity = engine.kv.num_blocks * engine.kv.block_size
-        for b in batches:
-            for c in contexts:
-                if b * (c + decode_steps) > min(max_kv_tokens, capacity) or c + decode_steps >= engine.max_model_len:
-                    skipped += 1
-                    continue
-                if time.monotonic() - t0 > max_seconds:
-                    skipped += 1
-                    continue
-                for _ in range(b):
-                    engine.add_request(f"s{n}", [rng.randrange(vocab) for _ in range(c)], params)
-                    n += 1
-                while engine.has_unfinished():
-                    engine.step()
-                points += 1
-                log(f"served sweep: batch {b} context {c} ({time.monotonic() - t0:.0f} s)")
+        grid = [(b, c, s) for s in spreads for b in batches for c in contexts if s >= 1.0 or b > 1]
+        for b, c, s in grid:  # equal contexts first: the time budget cuts the spread points first
+            lens = spread_contexts(b, c, s)
+            if sum(lens) + b * decode_steps > min(max_kv_tokens, capacity) or c + decode_steps >= engine.max_model_len:
+                skipped += 1
+                continue
+            if time.monotonic() - t0 > max_seconds:
+                skipped += 1
+                continue
+            for length in lens:
+                engine.add_request(f"s{n}", [rng.randrange(vocab) for _ in range(length)], params)
+                n += 1
+            while engine.has_unfinished():
+                engine.step()
+            points += 1
+            log(f"served sweep: batch {b} context {c} spread {s:g} ({time.monotonic() - t0:.0f} s)")
         engine.write_step_trace(trace_path)
     finally:
         engine.shutdown()
