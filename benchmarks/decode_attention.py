@@ -78,11 +78,15 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     ap.add_argument("--iters", type=int, default=50)
     ap.add_argument("--graph-max-k", type=int, default=17408, help="max_seqlen_k a captured graph passes")
+    ap.add_argument("--crossover", action="store_true",
+                    help="instead: batches 16-128 x contexts 1k-8k, where packing starts to pay (PACKED_MIN_TILES)")
     args = ap.parse_args()
     rows = []
+    points = ((256, 858), (64, 858), (256, 300), (32, 1600), (34, 1100), (1, 16000), (2, 8000), (4, 6000), (8, 3000))
+    if args.crossover:
+        points = tuple((b, c) for b in (16, 24, 32, 48, 64, 96, 128) for c in (1000, 2000, 4000, 8000))
     for name in ("qwen3-0.6b", "llama3-8b"):
-        for batch, ctx in ((256, 858), (64, 858), (256, 300), (32, 1600), (34, 1100),
-                           (1, 16000), (2, 8000), (4, 6000), (8, 3000)):
+        for batch, ctx in points:
             r = run_shape(name, batch, ctx, max(2048, 2 * ctx), args.iters, args.graph_max_k)
             rows.append(r)
             print(f"{name} batch {batch} ctx {r['mean_context']:.0f} (max {r['max_context']}): plain "

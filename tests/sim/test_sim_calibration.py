@@ -86,7 +86,8 @@ def test_longest_context_takes_the_serial_walk_term(tmp_path):
     spread = pred.step_time(b, b, b, b, ctx, (), 4000)
     assert spread - even == pytest.approx(DEC[3] * 3000, rel=0.05)
     base, slope = pred.decode_window(b, ctx, 4000)
-    assert base == pytest.approx(spread) and slope == pytest.approx(pred.decode_window(b, ctx)[1])
+    # the slope is the fit's times the local correction (served_decode.py): close, not equal
+    assert base == pytest.approx(spread) and slope == pytest.approx(pred.decode_window(b, ctx)[1], rel=0.02)
 
 
 def test_eager_floor_bounds_steps_with_prefill_tokens_only(tmp_path):
@@ -112,8 +113,10 @@ def test_decode_window_equals_step_by_step_times(tmp_path):
     pred = StepTimePredictor(prof, 1, gpu_spec("H100"), 8192)
     b, ctx = 12, 12 * 2500
     base, slope = pred.decode_window(b, ctx)
-    for j in (0, 1, 10, 500):
-        assert base + slope * j == pytest.approx(pred.step_time(b, b, b, b, ctx + j * b), rel=1e-9)
+    # linear from the window's start: exact there; the residual correction (served_decode.py) moves
+    # with the context, so far into a window the line drifts by a little
+    for j, rel in ((0, 1e-9), (1, 1e-3), (10, 5e-3), (500, 0.03)):
+        assert base + slope * j == pytest.approx(pred.step_time(b, b, b, b, ctx + j * b), rel=rel)
 
 
 def test_bad_traces_and_arguments_are_named(tmp_path):

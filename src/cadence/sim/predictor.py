@@ -16,6 +16,7 @@ from cadence.sim.fits import fit_interp, fit_linear
 from cadence.sim.hardware import GPUSpec, send_seconds
 from cadence.sim.operators import ALL_OPS, roofline_attn_decode, roofline_token_op
 from cadence.sim.profile_data import Profile
+from cadence.sim.served_decode import ServedDecodeModel
 from cadence.sim.shapes import DTYPE_BYTES, model_config, shard
 
 
@@ -83,8 +84,7 @@ class StepTimePredictor:
         self._cpu0, self._cpu1 = c0, c1
         # Served-step calibration (calibration.py), when the profile carries it: decode-only steps
         # and host time as the engine measured them while serving, instead of the sum of ops.
-        self.served_decode = (fit_linear("served_decode", by_op["served_decode"]).coef
-                              if by_op.get("served_decode") else None)
+        self.served_decode = ServedDecodeModel(by_op["served_decode"]) if by_op.get("served_decode") else None
         self.served_host = fit_linear("served_host", by_op["served_host"]).coef if by_op.get("served_host") else None
         # the eager floor: a step with prefill tokens takes at least the host's eager launch time
         eager = by_op.get("served_eager")
@@ -126,11 +126,10 @@ class StepTimePredictor:
         return self._cpu0 + self._cpu1 * num_reqs
 
     def _served_decode(self, batch: int, ctx_sum: int, ctx_max: int | None = None) -> float:
-        """The fit's last term is the serial walk of the longest request's context by its thread
-        blocks (they finish last); the served sweep runs batches of equal and of spread contexts so
-        that the fit can tell it from the sum. Longest unknown: the mean."""
-        e0, e1, e2, e3 = self.served_decode  # type: ignore[misc]
-        return e0 + e1 * batch + e2 * ctx_sum + e3 * (ctx_max if ctx_max is not None else ctx_sum / batch)
+        """A decode-only step as served (served_decode.py); the longest context matters beside the
+        sum (the kernel's blocks of the longest request finish last). Longest unknown: the mean."""
+        assert self.served_decode is not None
+        return self.served_decode(batch, ctx_sum, ctx_max)
 
     def step_time(self, num_tokens: int, num_sampled: int, num_reqs: int, decode_batch: int, decode_ctx: int,
                   prefills: Sequence[tuple[int, int]] = (), decode_max_ctx: int | None = None) -> float:
@@ -168,8 +167,9 @@ class StepTimePredictor:
         the window takes whichever of host and device is longer at its start (the device's growth
         over a window is microseconds a step)."""
         if self.served_decode is not None:
-            _, _, e2, e3 = self.served_decode
-            host, device, slope = self._host(batch, 0), self._served_decode(batch, ctx_sum, ctx_max), e2 * batch + e3
+            longest = ctx_max if ctx_max is not None else max(1, round(ctx_sum / batch))
+            host, device = self._host(batch, 0), self._served_decode(batch, ctx_sum, longest)
+            slope = self.served_decode.slope(batch, ctx_sum, longest)
         else:
             host = self._cpu0 + self._cpu1 * batch
             device = (self.dense[batch] + self.head[batch] + self._dec_fixed + self._dec_per_req * batch
