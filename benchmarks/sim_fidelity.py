@@ -144,6 +144,8 @@ def main() -> None:
     c.add_argument("--label", default="", help="what this comparison's simulator is (written to the JSON)")
     c.add_argument("--sim-arg", action="append", default=[], help="extra argument for cadence sim")
     c.add_argument("--profile-suffix", default="", help="e.g. _served: the served-step calibrated profile")
+    c.add_argument("--measured-on", default="H100 (device tool), cadence serve + cadence bench, W2, seed 0",
+                   help="where and on which tree the runs were measured (written to the JSON)")
     args = ap.parse_args()
     if args.cmd == "measure":
         args.out.mkdir(parents=True, exist_ok=True)
@@ -168,7 +170,7 @@ def main() -> None:
     from cadence.bench.results import environment
 
     args.result.write_text(json.dumps({"benchmark": "sim_fidelity", "label": args.label, "environment": environment(),
-                                       "measured_on": "H100 (device tool), cadence serve + cadence bench, W2, seed 0",
+                                       "measured_on": args.measured_on,
                                        "points": rows}, indent=1) + "\n")
 
 
