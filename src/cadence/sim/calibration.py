@@ -14,10 +14,11 @@ operators fitted from it:
 - `served_host`: the step's host time outside the GPU wait (schedule + input building incl. page
   mapping + update and outputs + the serving loop's gap before the next step), keyed by requests
   and new prefill tokens: t = a + b*requests + c*prefill tokens.
-- `served_eager`: the execute time of steps that carry a few prefill tokens. Such steps run the
-  forward eagerly (graphs are for decode-only steps), and the host's launch of ~30 kernels a layer
-  then takes longer than the device's work: the step cannot be shorter than this floor, whatever
-  the op sum says. The predictor takes the median as the floor of every step with prefill tokens.
+- `served_eager`: the execute time of eager steps that carry a few prefill tokens (engines run
+  with `--no-piecewise-graphs`, or older traces; with piecewise graphs such steps are graphed and
+  give no points). Eagerly, the host's launch of ~30 kernels a layer takes longer than the device's
+  work: the step cannot be shorter than this floor, whatever the op sum says. The predictor takes
+  the median as the floor of every step with prefill tokens.
 
 Calibrate from traces of a *different* workload than the one a fidelity check then predicts.
 """
@@ -38,7 +39,7 @@ from cadence.sim.profile_data import Profile
 TRACE_COLUMNS = ("start", "schedule_s", "prepare_s", "execute_s", "update_s", "num_seqs", "num_decodes",
                  "num_prefill_tokens", "num_context_tokens")
 MAX_LOOP_GAP_S = 0.02  # a longer gap between steps is an idle engine waiting for requests, not overhead
-# Steps with prefill tokens run eagerly (only decode-only steps replay CUDA graphs). Up to this many
+# Eager steps with prefill tokens (without piecewise graphs, only decode-only steps replay CUDA graphs): up to this many
 # prefill tokens the H100 finishes its part before the host has launched the whole forward, so the
 # step's execute time is the host's eager launch time (the "eager floor"): ~20-25 ms on both shapes
 # in the served sweep and the W2 fidelity runs, nearly flat from 2 to 1,000 tokens.
