@@ -7,8 +7,9 @@ kernel takes a split-KV route for few requests and the engine packs grouped head
 ms, of 2,048 tokens 3.30 ms, and 32 requests of 4,096 tokens 7.4 ms against 16 of them 4.9 ms). A
 linear fit t = a + b*batch + c*sum + d*longest (`fits.served_decode_features`) gets the trend;
 the ratio of each swept point to it is interpolated over (log2 batch, log2 longest context,
-mean/longest context) and multiplies the fit. Outside the swept points the nearest point's ratio
-holds, so the linear fit extrapolates (longer contexts, larger batches) with the edge's correction.
+mean/longest context) and multiplies the fit. A batch more spread than the sweep's widest takes
+that spread's ratio; outside the swept batches and contexts the nearest point's ratio holds, so the
+linear fit extrapolates (longer contexts, larger batches) with the edge's correction.
 
 Queries are memoized on a grid (batch; quarter-octave of the longest context; mean/longest in
 steps of 1/32): a simulation asks for the same few thousand cells millions of times.
@@ -38,6 +39,7 @@ class ServedDecodeModel:
         ratio = np.array([p.time_s / max(self._linear(p.batch, p.batch * p.context, p.tokens or p.context), 1e-9)
                           for p in points])
         self._dims = 3 if np.ptp(xs[:, 2]) > 1e-6 else 2  # older profiles: equal contexts only
+        self._rho = (float(xs[:, 2].min()), float(xs[:, 2].max()))
         xs = xs[:, :self._dims]
         self._near = NearestNDInterpolator(xs, ratio)
         try:
@@ -55,7 +57,9 @@ class ServedDecodeModel:
         key = (batch, round(4 * math.log2(max(longest, 1))), round(32 * (mean / longest if longest else 1.0)))
         r = self._cache.get(key)
         if r is None:
-            q = np.array([_coords(batch, 2 ** (key[1] / 4), key[2] / 32 * 2 ** (key[1] / 4))[:self._dims]])
+            c = _coords(batch, 2 ** (key[1] / 4), key[2] / 32 * 2 ** (key[1] / 4))
+            c[2] = min(max(c[2], self._rho[0]), self._rho[1])  # more spread than swept: the widest spread's
+            q = np.array([c[:self._dims]])
             v = float(self._lin(q)[0]) if self._lin is not None else math.nan
             r = self._cache[key] = v if math.isfinite(v) else float(self._near(q)[0])
         return r
