@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The GPU runs behind benchmarks/NOTES.md and docs/sim.md, one device call each. Next to run (after
-# this session): piecewise, piecewise-w3, profile, sweep, fidelity, capacity-w3 per policy. On the
-# device machine:
+# The GPU runs behind benchmarks/NOTES.md and docs/sim.md, one device call each. Run on 2026-11-25
+# (later session): piecewise, piecewise-w3, tests, sweep (equal + spread contexts), fidelity. Next:
+# capacity-w3 per policy on the current engine (orca and sarathi-2048 not re-run), profile (operator
+# profiles after the decode-kernel change), and a sweep with skewed batches. On the device machine:
 #
 #   bash benchmarks/gpu_session.sh STEP
 #   (STEP: tests | w1 | stride | sweep | fidelity | capacity-w2 | capacity-w3-narrow | piecewise |
