@@ -6,7 +6,6 @@ import math
 
 import pytest
 
-from cadence.sim.fits import served_decode_features
 from cadence.sim.profile_data import Point
 from cadence.sim.served_decode import ServedDecodeModel
 from cadence.sim.served_sweep import spread_contexts
@@ -34,7 +33,7 @@ def sweep(spreads=(1.0, 0.125)) -> list[Point]:
 
 
 def linear_only(model: ServedDecodeModel, b: int, total: int, longest: int) -> float:
-    return sum(c * x for c, x in zip(model.coef, served_decode_features(b, total, longest), strict=True))
+    return model._linear(b, total, longest)
 
 
 def test_corrected_model_follows_the_kernel_off_the_sweep():

@@ -34,7 +34,8 @@ def _coords(batch: float, longest: float, mean: float) -> list[float]:
 
 class ServedDecodeModel:
     def __init__(self, points: Sequence[Point]) -> None:
-        self.coef = fit_linear("served_decode", points).coef
+        self._fit = fit_linear("served_decode", points)
+        self.coef = self._fit.coef
         xs = np.array([_coords(p.batch, p.tokens or p.context, p.context) for p in points], dtype=float)
         ratio = np.array([p.time_s / max(self._linear(p.batch, p.batch * p.context, p.tokens or p.context), 1e-9)
                           for p in points])
@@ -49,8 +50,7 @@ class ServedDecodeModel:
         self._cache: dict[tuple[int, int, int], float] = {}
 
     def _linear(self, batch: float, ctx_sum: float, longest: float) -> float:
-        f = served_decode_features(batch, ctx_sum, longest)
-        return float(sum(c * x for c, x in zip(self.coef, f, strict=True)))
+        return float(self._fit(served_decode_features(batch, ctx_sum, longest)))
 
     def ratio(self, batch: int, ctx_sum: int, longest: int) -> float:
         mean = ctx_sum / batch if batch else 0.0
