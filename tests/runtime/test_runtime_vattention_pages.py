@@ -113,6 +113,8 @@ def fake_backend(monkeypatch):
     monkeypatch.setattr(va, "flash_varlen", sdpa_varlen)
     monkeypatch.setattr(flash, "flash_varlen", sdpa_varlen)  # under flash_decode
     monkeypatch.setattr(va, "NUM_SPARES", 3)  # few spares: exercise running out of them
+    monkeypatch.setattr(va, "NUM_PREMAP", 4)
+    monkeypatch.setattr(va, "PREMAP_PER_STEP", 1)
 
 
 def config() -> ModelConfig:
@@ -208,6 +210,50 @@ def test_vattention_pages_match_torch_on_cpu(fake_backend, budget, num_blocks, s
     acc = backend.page_accounting()
     assert acc["accounted"] == acc["distinct"] == acc["pages"], acc
     assert acc["mappings"] == 1, acc
+
+
+def test_new_requests_first_chunk_takes_pages_mapped_ahead(fake_backend, monkeypatch):
+    """Free slots get spare pages mapped ahead over a few steps (at most PREMAP_PER_STEP pages a
+    step); a new request's first chunk then swaps them into its fresh blocks with no driver call on
+    its step, while a prefix hit still maps the cached block's own page."""
+    monkeypatch.setattr(va, "NUM_SPARES", 8)
+    monkeypatch.setattr(va, "NUM_PREMAP", 6)
+    monkeypatch.setattr(va, "PREMAP_PER_STEP", 2)
+    cfg, block = config(), 128
+    kv = KVCacheManager(16, block, enable_prefix_caching=True)
+    sched = make_scheduler(SchedulerConfig(policy="sarathi", max_num_batched_tokens=512, max_num_seqs=4), kv, MAX_LEN)
+    backend = va.VAttentionBackend(cfg, 16, block, torch.float32, torch.device("cpu"), max_num_seqs=4,
+                                   max_model_len=MAX_LEN)
+    assert backend.premap_blocks == 3
+    empty = build_step_batch(sched.schedule(0.0), kv, torch.device("cpu"))
+    for _ in range(3):  # two slots x 3 blocks at 2 pages a step
+        before = backend.vm.stats.maps
+        backend.after_launch(empty)
+        assert backend.vm.stats.maps - before == 2
+    backend.after_launch(empty)
+    assert backend.vm.stats.maps - before == 2  # done: nothing more to map
+    rng = random.Random(0)
+    prompt = [rng.randrange(300) for _ in range(300)]  # 3 blocks of 128 tokens
+    sched.add_request(Request("a", prompt, SamplingParams(max_tokens=2, temperature=0, ignore_eos=True)))
+    out = sched.schedule(1.0)
+    maps, swaps = backend.vm.stats.maps, backend.num_swaps
+    backend.bind(build_step_batch(out, kv, torch.device("cpu")))
+    assert backend.vm.stats.maps == maps and backend.num_swaps == swaps + 3
+    slot_a = backend.slot_of["a"]
+    # a second request shares the first's two full blocks: those pages are mapped into its slot on
+    # its step (a prefix hit), its fresh third block takes the page mapped ahead
+    sched.update_from_output(out, {"a": 1}, 1.0)
+    sched.add_request(Request("b", prompt[:256] + [1, 2, 3], SamplingParams(max_tokens=2, temperature=0,
+                                                                             ignore_eos=True)))
+    out = sched.schedule(2.0)
+    maps, swaps = backend.vm.stats.maps, backend.num_swaps
+    backend.bind(build_step_batch(out, kv, torch.device("cpu")))
+    assert backend.slot_of["b"] != slot_a and kv.prefix_hits > 0
+    assert backend.vm.stats.maps == maps + 2 and backend.num_swaps == swaps + 1
+    backend.free_requests(["a", "b"])
+    backend.trim()
+    acc = backend.page_accounting()
+    assert acc["accounted"] == acc["distinct"] == acc["pages"], acc
 
 
 def test_leading_decodes():

@@ -11,9 +11,11 @@ view with `seqused_k`; the kernel knows nothing of pages.
 Mapping costs driver calls (tens of microseconds a page), so it is kept off the step: once a step
 is queued on the GPU, every request whose next token opens a new block gets a spare page mapped
 there ahead of time; when the core then hands it a fresh block, the block takes the spare's
-physical page (a bookkeeping swap, no driver call) and the block's old page becomes a spare.
-Slots keep their mappings when a request ends; a later request in the slot remaps only the pages
-that differ, and everything is unmapped and released on shutdown."""
+physical page (a bookkeeping swap, no driver call) and the block's old page becomes a spare. The
+same goes for requests not yet seen: the first block positions of the slots the next new requests
+will take get spare pages mapped ahead (a few pages a step), so a new prefill's first chunk costs
+no driver call either. Slots keep their mappings when a request ends; a later request in the slot
+remaps only the pages that differ, and everything is unmapped and released on shutdown."""
 
 from __future__ import annotations
 
@@ -31,6 +33,12 @@ from cadence.runtime.vmm import PAGE_SIZE, VirtualMemory, VMMError
 
 logger = logging.getLogger("cadence.vattention")
 NUM_SPARES = 256  # pages to map ahead: a block per decoding request, the next chunk of prefills
+# Blocks mapped ahead at the next free slots for new requests' first chunks (2,048 tokens a slot at
+# 16 tokens a block, two slots), and the most pages mapped that way after one step: each page is an
+# unmap and a map (~65 us on the H100) done while the step runs, so a short step must not wait on it.
+NUM_PREMAP = 256
+PREMAP_SLOTS = 2
+PREMAP_PER_STEP = 24
 
 
 class BlockSizeError(ValueError):
@@ -85,7 +93,7 @@ class VAttentionBackend(AttentionBackend):
 
     @classmethod
     def fixed_overhead_bytes(cls, config: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
-        return (NUM_SPARES + 1) * pages_per_block(config, block_size, dtype) * PAGE_SIZE
+        return (NUM_SPARES + NUM_PREMAP + 1) * pages_per_block(config, block_size, dtype) * PAGE_SIZE
 
     @staticmethod
     def _check_device(device: torch.device) -> None:
@@ -128,13 +136,15 @@ class VAttentionBackend(AttentionBackend):
         # physical pages: block b owns block_pages[b] (it may trade them with a spare, see above)
         pages = self.vm.create_pages(num_blocks * self.ppb)
         self.block_pages = [pages[b * self.ppb:(b + 1) * self.ppb] for b in range(num_blocks)]
-        spare = self.vm.create_pages(NUM_SPARES * self.ppb)
-        self.spares = [spare[i * self.ppb:(i + 1) * self.ppb] for i in range(NUM_SPARES)]
+        spare = self.vm.create_pages((NUM_SPARES + NUM_PREMAP) * self.ppb)
+        self.spares = [spare[i * self.ppb:(i + 1) * self.ppb] for i in range(NUM_SPARES + NUM_PREMAP)]
         self.scratch_pages = self.vm.create_pages(self.ppb)
         for i, page in enumerate(self.scratch_pages):
             self.vm.map(self.scratch_slot * self.slot_bytes + i * PAGE_SIZE, page)
         self.premapped: dict[tuple[int, int], list[int]] = {}  # (slot, block position) -> spare pages
         self._pending: list[tuple[int, int]] = []  # maps gathered over a pass, issued by _flush_maps
+        self._premap_done: set[int] = set()  # free slots whose first chunk is mapped ahead
+        self.premap_blocks = min(NUM_PREMAP // PREMAP_SLOTS, -(-self.max_ctx // block_size))
         self.free_slots = list(range(num_slots, 0, -1))
         self._resting: list[int] = []
         self.slot_of: dict[str, int] = {}
@@ -203,6 +213,7 @@ class VAttentionBackend(AttentionBackend):
 
     def after_launch(self, batch: StepBatch) -> None:
         self._map_ahead(batch)
+        self._premap_free_slots()
         self._flush_maps()
 
     def _map_ahead(self, batch: StepBatch) -> None:
@@ -230,6 +241,25 @@ class VAttentionBackend(AttentionBackend):
                 self._remap(slot, pos, pages)
                 self.premapped[(slot, pos)] = pages
 
+    def _premap_free_slots(self) -> None:
+        """Map spares at the first `premap_blocks` positions of the next PREMAP_SLOTS free slots
+        (free_slots hands out from its end), at most PREMAP_PER_STEP pages a step, keeping half of
+        NUM_SPARES for running requests' next blocks."""
+        budget, keep = PREMAP_PER_STEP, NUM_SPARES // 2
+        for slot in self.free_slots[-1:-PREMAP_SLOTS - 1:-1]:
+            if slot in self._premap_done:
+                continue
+            for pos in range(self.premap_blocks):
+                if (slot, pos) in self.premapped:
+                    continue
+                if budget < self.ppb or len(self.spares) <= keep:
+                    return
+                pages = self.spares.pop()
+                self._remap(slot, pos, pages)
+                self.premapped[(slot, pos)] = pages
+                budget -= self.ppb
+            self._premap_done.add(slot)
+
     def free_requests(self, request_ids: Iterable[str]) -> None:
         # With overlapping steps the step in flight may still write an ended request's slot, and the
         # slot's next tenant could remap its pages under it: a slot rests for one step first (the
@@ -250,6 +280,7 @@ class VAttentionBackend(AttentionBackend):
                 raise RuntimeError(f"vattention has {self.num_slots} request slots and all are in use; "
                                    f"lower max_num_seqs")
             slot = self.slot_of[rid] = self.free_slots.pop()
+            self._premap_done.discard(slot)
         return slot
 
     # -- attention -----------------------------------------------------------------------------
@@ -409,6 +440,7 @@ class VAttentionBackend(AttentionBackend):
             self.vm.unmap(off)
         for key in [k for k in self.premapped if k[0] not in self.slot_of.values()]:
             self.spares.append(self.premapped.pop(key))
+        self._premap_done.clear()
 
     def release(self) -> None:
         vm = getattr(self, "vm", None)
