@@ -6,7 +6,7 @@
 #
 #   bash benchmarks/gpu_session.sh STEP
 #   (STEP: tests | w1 | stride | sweep | fidelity | capacity-w2 | capacity-w3-narrow | piecewise |
-#          piecewise-w3 | profile | capacity-w3)
+#          piecewise-w3 | profile | capacity-w3 | check | calibrate | fidelity6)
 #
 # Each step writes under $OUT (default /tmp/out) and stays under the device tool's 10-minute limit.
 set -euo pipefail
@@ -54,6 +54,22 @@ case "${1:?which step}" in
   profile)   # re-profile the operators after the decode-kernel change of 400c920 (~2.5 min)
     python -m cadence.cli profile --model llama3-8b --out "$OUT/llama3-8b_tp1_h100.csv" --errors --max-seconds 60
     python -m cadence.cli profile --model qwen3-0.6b --out "$OUT/qwen3-0.6b_tp1_h100.csv" --errors --max-seconds 45 ;;
+  check)     # the GPU suite, then W1 serial and async (after the free-slot page premap and finer token buckets, ~5 min)
+    python -m pytest -q tests/runtime -m gpu > "$OUT/gpu_tests.log" 2>&1 || true
+    tail -5 "$OUT/gpu_tests.log"
+    python benchmarks/throughput.py --async-scheduling both --out "$OUT/throughput_w1_async.json" ;;
+  calibrate)  # served sweeps with the prefill phase, then the request-path probes (~8 min)
+    for m in llama3-8b qwen3-0.6b; do
+      python -m cadence.cli profile --served-sweep --model "$m" --max-seconds 110 \
+        --from-profile "benchmarks/profiles/${m}_tp1_h100.csv" --out "$OUT/${m}_tp1_h100_served.csv"
+    done
+    python benchmarks/sim_fidelity.py probe --model llama3-8b --model qwen3-0.6b --out "$OUT/probe"
+    tar czf "$OUT/probe.tgz" -C "$OUT" probe && rm -rf "$OUT/probe" ;;
+  fidelity6)  # the six fidelity points of docs/sim.md on the current engine (~8 min)
+    python benchmarks/sim_fidelity.py measure --requests 150 --out "$OUT/fid" \
+      --point llama3-8b:sarathi:4:2048 --point llama3-8b:vllm:4:4096 --point qwen3-0.6b:sarathi:12:2048 \
+      --point llama3-8b:sarathi:2:2048 --point llama3-8b:vllm:2:4096 --point qwen3-0.6b:vllm:12:4096
+    tar czf "$OUT/fid.tgz" -C "$OUT" fid && rm -rf "$OUT/fid" ;;
   capacity-w3)  # the W3 study on the current engine, one policy a call: POLICY=sarathi-512|vllm|...
     python benchmarks/capacity_study.py --out "$OUT/cap3" --policies "${POLICY:-sarathi-512}" --workloads W3 \
       --requests-w3 30 --budget-s "${BUDGET_S:-420}" --precision 0.25 --name "capacity_w3_${POLICY:-sarathi-512}"

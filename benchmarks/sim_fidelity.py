@@ -9,9 +9,13 @@ Two halves, so the GPU only runs what needs it:
       (prompt tokens, output tokens, arrival offset) so the simulator sees exactly the requests and
       arrival times the server saw, simulate it with `cadence sim` from the model's measured H100
       profile, and compare P50 TTFT, P50 TBT, P99 TBT and output throughput (target: each within 5%).
+  probe (GPU machine): a calibration run, not a fidelity point: short requests far apart on an idle
+      server, whose bench results and step trace give the request's way in and out
+      (`cadence profile --request-probe`).
 
     python benchmarks/sim_fidelity.py measure --point llama3-8b:sarathi:4 --requests 200 --out $OUT/fid
     python benchmarks/sim_fidelity.py compare --runs benchmarks/results/sim_fidelity_runs
+    python benchmarks/sim_fidelity.py probe --model llama3-8b --out $OUT/probe
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 METRICS = (("P50 TTFT", "ttft", "p50"), ("P50 TBT", "tbt", "p50"), ("P99 TBT", "tbt", "p99"))
+
+
+PROBE_WORKLOAD = ["--dataset-name", "random", "--input-len", "32", "--output-len", "4", "--arrival", "constant"]
 
 
 def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 600) -> None:
@@ -55,11 +62,14 @@ def point_name(model: str, policy: str, rate: float, budget: int) -> str:
 
 
 def measure_point(model: str, policy: str, rate: float, n: int, budget: int, port: int, out: Path,
-                  max_model_len: int, serve_args: list[str] | None = None, tag: str = "") -> Path:
+                  max_model_len: int, serve_args: list[str] | None = None, tag: str = "",
+                  workload: list[str] | None = None, name: str | None = None, trace: Path | None = None) -> Path:
+    """Serve, bench at `rate` (W2 unless `workload` gives the bench's workload arguments), keep the
+    bench's results in out/name and the engine's step trace (default out/steps_<name>.csv)."""
     url = f"http://127.0.0.1:{port}"
-    name = point_name(model, policy, rate, budget) + tag
+    name = name or point_name(model, policy, rate, budget) + tag
     log = open(out / f"serve_{name}.log", "wb")  # noqa: SIM115
-    trace = out / f"steps_{name}.csv"  # the engine's own step trace, written when it shuts down
+    trace = trace or out / f"steps_{name}.csv"  # the engine's own step trace, written when it shuts down
     model_args = [] if model == "builtin" else ["--model", model]  # builtin: CPU smoke test only
     serve = subprocess.Popen([sys.executable, "-m", "cadence.cli", "serve", *model_args, "--load-format", "dummy",
                               "--policy", policy, "--max-num-batched-tokens", str(budget), "--port", str(port),
@@ -72,7 +82,8 @@ def measure_point(model: str, policy: str, rate: float, n: int, budget: int, por
         _wait_ready(url, serve)
         print(f"serve {model} {policy} ready in {time.time() - t0:.0f} s", flush=True)
         real = out / name
-        _cadence("bench", "--base-url", url, "--workload", "W2", "--num-prompts", str(n), "--request-rate", str(rate),
+        _cadence("bench", "--base-url", url, *(workload or ["--workload", "W2"]), "--num-prompts", str(n),
+                 "--request-rate", str(rate),
                  "--seed", "0", "--prompt-format", "ids", "--result-dir", str(real), "--no-plots", "--no-progress",
                  "--warmup-requests", "4")
     finally:
@@ -135,6 +146,13 @@ def main() -> None:
     m.add_argument("--out", type=Path, default=RESULTS / "sim_fidelity_runs")
     m.add_argument("--serve-arg", action="append", default=[], help="extra argument for cadence serve")
     m.add_argument("--tag", default="", help="suffix of the run's folder name (e.g. the serve args' meaning)")
+    p = sub.add_parser("probe", help="the request path on an idle server (GPU): a run a model for "
+                       "`cadence profile --request-probe`")
+    p.add_argument("--model", action="append", required=True)
+    p.add_argument("--requests", type=int, default=40)
+    p.add_argument("--rate", type=float, default=5.0, help="constant arrivals, far apart enough to find the engine idle")
+    p.add_argument("--port", type=int, default=8012)
+    p.add_argument("--out", type=Path, default=RESULTS / "sim_request_probe")
     c = sub.add_parser("compare")
     c.add_argument("--runs", type=Path, default=RESULTS / "sim_fidelity_runs")
     c.add_argument("--profiles", type=Path, default=ROOT / "benchmarks" / "profiles")
@@ -156,6 +174,13 @@ def main() -> None:
                               args.port, args.out, args.max_model_len, args.serve_arg, args.tag)
             except Exception as exc:  # keep the other points
                 print(f"point {spec} failed: {type(exc).__name__}: {exc}", flush=True)
+        return
+    if args.cmd == "probe":
+        args.out.mkdir(parents=True, exist_ok=True)
+        for model in args.model:  # short prompts, a few tokens each: the path around a step, not the step
+            run = measure_point(model, "sarathi", args.rate, args.requests, 2048, args.port, args.out, 8192,
+                                workload=PROBE_WORKLOAD, name=f"probe_{model}", trace=args.out / f"probe_{model}.steps.csv")
+            print(f"probe {model}: {run}", flush=True)
         return
     args.sim_out.mkdir(parents=True, exist_ok=True)
     rows = [compare_point(d, args.profiles, args.gpu, args.sim_out, args.sim_arg, args.profile_suffix)

@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from cadence.core.config import CacheConfig, SchedulerConfig
+from cadence.core.graph_buckets import piecewise_token_buckets as token_buckets
 from cadence.core.sampling_params import SamplingParams
 from cadence.engine.config import EngineConfig, ModelLoadConfig
 from cadence.engine.llm_engine import LLMEngine
-from cadence.runtime.piecewise_graphs import PiecewiseGraphs, token_buckets
+from cadence.runtime.piecewise_graphs import PiecewiseGraphs
 
 VOCAB = 64
 

@@ -30,9 +30,10 @@ logger = logging.getLogger("cadence.engine")
 GiB = 1 << 30
 STEP_TRACE_ENV = "CADENCE_STEP_TRACE"  # a CSV path: the engine writes its step trace there at shutdown
 # overlapped = 1: async scheduling, where execute_s is the launch only and update_s holds the wait for
-# the previous step's tokens
+# the previous step's tokens; padded_tokens: the tokens the forward ran (a graphed step's bucket)
 STEP_TRACE_FIELDS = ("start", "schedule_s", "prepare_s", "execute_s", "update_s", "num_seqs", "num_decodes",
-                     "num_prefill_tokens", "num_context_tokens", "graphed", "overlapped", "max_context_tokens")
+                     "num_prefill_tokens", "num_context_tokens", "graphed", "overlapped", "max_context_tokens",
+                     "padded_tokens")
 
 
 def resolve_model(model: str | None, load_format: str) -> tuple[ModelConfig, Path | None]:
@@ -334,9 +335,18 @@ class LLMEngine:
             else:
                 prefill += s.num_new_tokens
         prep = self.runner.prepare_seconds - prep0
+        graphed = self._replays() > replays0
         self.step_trace.append((t0, t1 - t0, prep, t2 - t1 - prep, time.perf_counter() - t2, len(out.scheduled),
-                                decodes, prefill, context, int(self._replays() > replays0), int(overlapped),
-                                longest))
+                                decodes, prefill, context, int(graphed), int(overlapped), longest,
+                                self._padded(decodes + prefill, prefill > 0) if graphed else decodes + prefill))
+
+    def _padded(self, n: int, prefill: bool) -> int:
+        """The bucket a graphed step of n tokens ran at."""
+        graphs = self.runner.piecewise if prefill else self.runner.graphs
+        bucket = graphs.bucket(n) if graphs is not None else None
+        if bucket is None:
+            return n
+        return bucket if isinstance(bucket, int) else bucket.tokens
 
     def _replays(self) -> int:
         graphs = getattr(self.runner, "graphs", None)

@@ -12,6 +12,7 @@ import time
 
 import torch
 
+from cadence.core.graph_buckets import decode_batch_buckets
 from cadence.models.llama import LlamaForCausalLM
 from cadence.runtime.attention.base import AttentionBackend
 from cadence.runtime.step_batch import StepBatch
@@ -19,18 +20,12 @@ from cadence.runtime.step_batch import StepBatch
 logger = logging.getLogger("cadence.cuda_graphs")
 
 
-def bucket_sizes(max_batch: int) -> list[int]:
-    sizes = [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512]
-    out = [b for b in sizes if b < max_batch]
-    return out + [max_batch]
-
-
 class DecodeGraphs:
     def __init__(self, model: LlamaForCausalLM, attention: AttentionBackend, max_batch: int,
                  device: torch.device) -> None:
         self.model = model
         self.attention = attention
-        self.buckets = bucket_sizes(max_batch)
+        self.buckets = decode_batch_buckets(max_batch)
         self.max_batch = max_batch
         self.inputs = torch.zeros(2, max_batch, dtype=torch.long, device=device)  # token ids; positions
         self.input_ids, self.positions = self.inputs[0], self.inputs[1]

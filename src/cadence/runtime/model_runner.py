@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
+from cadence.core.graph_buckets import MAX_PIECEWISE_TOKENS
 from cadence.core.kv.kv_cache_manager import KVCacheManager
 from cadence.core.scheduler.output import SchedulerOutput
 from cadence.models.config import ModelConfig
@@ -16,7 +17,7 @@ from cadence.models.llama import LlamaForCausalLM
 from cadence.runtime.attention import AttentionBackend, backend_class
 from cadence.runtime.attention.vattention import BlockSizeError, pages_per_block
 from cadence.runtime.cuda_graphs import DecodeGraphs
-from cadence.runtime.piecewise_graphs import MAX_PIECEWISE_TOKENS, PiecewiseGraphs
+from cadence.runtime.piecewise_graphs import PiecewiseGraphs
 from cadence.runtime.sampler import Sampler, SampleResult
 from cadence.runtime.step_batch import InFlightTokens, StepBatch, build_step_batch
 

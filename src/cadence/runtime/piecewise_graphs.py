@@ -25,22 +25,12 @@ from collections.abc import Callable
 
 import torch
 
+from cadence.core.graph_buckets import piecewise_token_buckets
 from cadence.models.llama import LlamaForCausalLM
 from cadence.runtime.attention.base import StepAttention
 from cadence.runtime.step_batch import StepBatch
 
 logger = logging.getLogger("cadence.piecewise_graphs")
-
-
-# Larger steps are bound by the device, not by launches, and a bucket's graph pool and static buffers
-# grow with its tokens: steps over this many tokens run eagerly.
-MAX_PIECEWISE_TOKENS = 4096
-
-
-def token_buckets(max_tokens: int) -> list[int]:
-    sizes = [16, 32, 64, 128, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192]
-    out = [t for t in sizes if t < max_tokens]
-    return out + [max_tokens]
 
 
 class _Bucket:
@@ -72,7 +62,7 @@ class PiecewiseGraphs:
         self.max_tokens = max_tokens
         self.inputs = torch.zeros(2, max_tokens, dtype=torch.long, device=device)  # token ids; positions
         self.buckets = {t: _Bucket(t, c.num_heads, c.num_kv_heads, c.head_dim, dtype, device)
-                        for t in token_buckets(max_tokens)}
+                        for t in piecewise_token_buckets(max_tokens)}
         self.num_replays = 0
         t0 = time.perf_counter()
         with torch.inference_mode():

@@ -38,6 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--exact-steps", action="store_true", help="no decode windows: every step through the scheduler")
     g.add_argument("--async-scheduling", action="store_true",
                    help="the engine's async scheduling: a step lasts the longer of host and device work")
+    g.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
+                   help="steps run eagerly (the engine's --enforce-eager): no padding to graph buckets")
+    g.add_argument("--no-piecewise-graphs", dest="piecewise_graphs", action="store_false",
+                   help="the engine's --no-piecewise-graphs: steps with prefill tokens run eagerly")
     w = parser.add_argument_group("workload")
     w.add_argument("--workload", default="W2", help="W1, W2 or W3 (WORKLOADS.md)")
     w.add_argument("--trace", default=None, help="CSV trace (num_prefill_tokens,num_decode_tokens[,arrived_at])")
@@ -55,7 +59,8 @@ def deployment_from_args(args: argparse.Namespace):
 
     return Deployment(args.model, args.gpu, args.tp, args.pp, args.replicas, args.policy,
                       args.max_num_batched_tokens, args.max_num_seqs, args.router, args.block_size,
-                      args.gpu_memory_utilization, args.profile, args.exact_steps, args.async_scheduling)
+                      args.gpu_memory_utilization, args.profile, args.exact_steps, args.async_scheduling,
+                      args.cuda_graphs, args.piecewise_graphs)
 
 
 def workload_from_args(args: argparse.Namespace) -> tuple[list[wl.RequestSpec], dict]:

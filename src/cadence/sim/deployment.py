@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cadence.core.config import SchedulerConfig
+from cadence.core.graph_buckets import MAX_PIECEWISE_TOKENS
 from cadence.core.workload import RequestSpec
 from cadence.sim.errors import SimInputError
 from cadence.sim.hardware import gpu_spec
@@ -33,6 +34,8 @@ class Deployment:
     profile: str | None = None  # CSV from `cadence profile`; None = analytic roofline for the GPU
     exact_steps: bool = False
     async_scheduling: bool = False  # the engine's --async-scheduling: host work overlaps the device's
+    cuda_graphs: bool = True  # decode-only steps replay graphs padded to batch buckets, as the engine on a GPU
+    piecewise_graphs: bool = True  # steps with prefill replay piecewise graphs at token buckets (one GPU only)
 
     @property
     def num_gpus(self) -> int:
@@ -81,7 +84,10 @@ def build(d: Deployment, specs: list[RequestSpec] | None = None) -> tuple[Simula
         raise SimInputError(str(exc)) from None
     mem = plan_memory(d.model, mc, gpu, d.tp, d.pp, d.block_size, d.max_num_batched_tokens, d.max_num_seqs,
                       d.gpu_memory_utilization)
-    pred = StepTimePredictor(resolve_profile(d), d.pp, gpu, max_step_tokens(d, specs), d.async_scheduling)
+    pieces = d.cuda_graphs and d.piecewise_graphs and d.tp == 1 and d.pp == 1  # the engine's rule
+    pred = StepTimePredictor(resolve_profile(d), d.pp, gpu, max_step_tokens(d, specs), d.async_scheduling,
+                             graph_max_batch=d.max_num_seqs if d.cuda_graphs else 0,
+                             piecewise_max_tokens=min(d.max_num_batched_tokens, MAX_PIECEWISE_TOKENS) if pieces else 0)
     if specs:
         pred.check_covers(max_batch=d.max_num_seqs if d.max_num_seqs <= len(specs) else len(specs),
                           max_context=max(s.prompt_tokens + s.output_tokens for s in specs))

@@ -16,7 +16,8 @@ LAYER_TOKEN_OPS = ("qkv_proj", "rope", "o_proj", "mlp_gate_up", "act", "mlp_down
 BATCH_OPS = ("sampler",)  # keyed by sampled rows
 ATTN_OPS = ("attn_prefill", "attn_decode")
 ALL_OPS = (*TOKEN_OPS, *BATCH_OPS, *ATTN_OPS, "all_reduce", "cpu_step")
-SERVED_OPS = ("served_decode", "served_host", "served_eager")  # optional: from an engine step trace (calibration.py)
+SERVED_OPS = ("served_decode", "served_host", "served_eager", "served_prefill", "served_request_in",
+              "served_request_out")  # optional: from an engine step trace (calibration.py)
 
 TOKEN_GRID = (1, 2, 4, 8, 16, 32, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192,
               12288, 16384, 24576, 32768)

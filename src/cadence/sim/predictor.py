@@ -11,6 +11,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from cadence.core.graph_buckets import decode_batch_buckets, padded, piecewise_token_buckets
 from cadence.sim.errors import SimInputError
 from cadence.sim.fits import fit_interp, fit_linear
 from cadence.sim.hardware import GPUSpec, send_seconds
@@ -31,9 +32,13 @@ class Coverage:
 
 class StepTimePredictor:
     def __init__(self, profile: Profile, pp: int, gpu: GPUSpec, max_step_tokens: int,
-                 overlap_host: bool = False) -> None:
+                 overlap_host: bool = False, graph_max_batch: int = 0, piecewise_max_tokens: int = 0) -> None:
         """`overlap_host`: the engine's async scheduling, where the host plans and launches step n+1
-        while the device runs step n, so a step lasts the longer of the two instead of their sum."""
+        while the device runs step n, so a step lasts the longer of the two instead of their sum.
+        `graph_max_batch`: decode-only steps of up to this many requests replay CUDA graphs, padded
+        to the engine's batch buckets (0: no padding). `piecewise_max_tokens`: steps with prefill
+        tokens of up to this many tokens replay piecewise graphs, padded to the token buckets (0:
+        eager). Both as the engine does (core/graph_buckets.py)."""
         self.overlap_host = overlap_host
         by_op = profile.by_op()
         missing = [op for op in ALL_OPS if op not in by_op]
@@ -73,6 +78,11 @@ class StepTimePredictor:
                       for t in range(n)]  # fmt: skip
         self.head = [tab["lm_head"][b] + tab["sampler"][b] for b in range(n)]
         self.max_step_tokens = max_step_tokens
+        # what a step's forward runs at: decode-only steps by batch, steps with prefill by tokens (0: eager)
+        batches = decode_batch_buckets(graph_max_batch) if graph_max_batch else []
+        self._batch_pad = [min(padded(b, batches) or b, n - 1) if b else 0 for b in range(n)]
+        pieces = piecewise_token_buckets(min(piecewise_max_tokens, max_step_tokens)) if piecewise_max_tokens else []
+        self._token_pad = [padded(t, pieces) or 0 if t else 0 for t in range(n)]
         d0, d1, d2 = self.decode
         if self.launch_overhead:  # the decode kernel's fixed part is launch-bound when timed alone
             s = shard(profile.model, mc, profile.tp)
@@ -89,6 +99,13 @@ class StepTimePredictor:
         # the eager floor: a step with prefill tokens takes at least the host's eager launch time
         eager = by_op.get("served_eager")
         self.eager_floor = statistics.median(p.time_s for p in eager) if eager else 0.0
+        # a piecewise-graphed step with prefill, as replayed: its bucket's dense part (less attention)
+        self.served_prefill = fit_interp("served_prefill", by_op["served_prefill"]) if by_op.get("served_prefill") else None
+        # the request's way in (client -> engine) and its tokens' way out (engine -> client)
+        self.request_in_s = statistics.median(p.time_s for p in by_op.get("served_request_in", [])) \
+            if by_op.get("served_request_in") else 0.0
+        self.request_out_s = statistics.median(p.time_s for p in by_op.get("served_request_out", [])) \
+            if by_op.get("served_request_out") else 0.0
         if self.served_decode is not None and pp > 1:
             raise SimInputError("a served-step calibration describes a whole replica; it cannot be split into "
                                 "pipeline stages (use an uncalibrated profile with pp > 1)")
@@ -138,23 +155,33 @@ class StepTimePredictor:
         after the chunk) per prefilling request."""
         host = self._host(num_reqs, num_tokens - decode_batch)
         decode_only = not prefills and num_tokens == decode_batch
-        if self.served_decode is not None and decode_batch:
-            served = self._served_decode(decode_batch, decode_ctx, decode_max_ctx)
-            if decode_only:
-                return self._combine(host, served)
-            # a mixed step: its ops over all its tokens, the decodes' attention as served
-            t = self.dense[num_tokens] + self.head[num_sampled]
-            t += max(0.0, served - self.dense[decode_batch] - self.head[decode_batch])
+        if decode_batch and decode_max_ctx is None:
+            decode_max_ctx = max(1, round(decode_ctx / decode_batch))
+        if decode_only:  # a decode graph of the batch's bucket
+            pb = self._batch_pad[decode_batch]
+            if self.served_decode is not None:
+                return self._combine(host, self._served_decode(pb, decode_ctx, decode_max_ctx))
+            t = (self.dense[pb] + self.head[pb] + self._dec_fixed + self._dec_per_req * decode_batch
+                 + self._dec_per_ctx * decode_ctx)
+            return self._combine(host, t)
+        # a step with prefill tokens: piecewise graphs at its token bucket, or eager
+        graphed = self._token_pad[num_tokens]
+        if graphed and self.served_prefill is not None:
+            t = self.served_prefill(graphed) + self.head[num_sampled] - self.head[1]
         else:
-            t = self.dense[num_tokens] + self.head[num_sampled]
-            if decode_batch:
+            t = self.dense[graphed or num_tokens] + self.head[num_sampled]
+        if decode_batch:  # the decodes' attention, as served where the profile says
+            if self.served_decode is not None:
+                served = self._served_decode(decode_batch, decode_ctx, decode_max_ctx)
+                t += max(0.0, served - self.dense[decode_batch] - self.head[decode_batch])
+            else:
                 t += self._dec_fixed + self._dec_per_req * decode_batch + self._dec_per_ctx * decode_ctx
         if prefills:
             a, b, c, d = self.prefill
             L = self.layers
             for q, kv in prefills:
                 t += L * (a + b * q + c * q * (kv - q / 2) + d * kv)
-        if not decode_only:  # eager: the device cannot finish before the host has launched it all
+        if not graphed:  # eager: the device cannot finish before the host has launched it all
             t = max(t, self.eager_floor)
         return self._combine(host, t)
 
@@ -166,13 +193,14 @@ class StepTimePredictor:
         here (each step adds one key per request): returns (base, slope). With overlapped host work
         the window takes whichever of host and device is longer at its start (the device's growth
         over a window is microseconds a step)."""
+        pb = self._batch_pad[batch]
         if self.served_decode is not None:
             longest = ctx_max if ctx_max is not None else max(1, round(ctx_sum / batch))
-            host, device = self._host(batch, 0), self._served_decode(batch, ctx_sum, longest)
-            slope = self.served_decode.slope(batch, ctx_sum, longest)
+            host, device = self._host(batch, 0), self._served_decode(pb, ctx_sum, longest)
+            slope = self.served_decode.slope(pb, ctx_sum, longest, requests=batch)
         else:
-            host = self._cpu0 + self._cpu1 * batch
-            device = (self.dense[batch] + self.head[batch] + self._dec_fixed + self._dec_per_req * batch
+            host = self._host(batch, 0)
+            device = (self.dense[pb] + self.head[pb] + self._dec_fixed + self._dec_per_req * batch
                       + self._dec_per_ctx * ctx_sum)
             slope = self._dec_per_ctx * batch
         if self.overlap_host and host > device:

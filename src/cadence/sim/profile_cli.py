@@ -29,6 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="calibrate instead of measuring: add served-step points fitted from this engine step "
                              "trace (CADENCE_STEP_TRACE; .csv or .csv.gz, repeatable) to --from-profile")
     parser.add_argument("--from-profile", default=None, help="the operator profile that --step-trace calibrates")
+    parser.add_argument("--request-probe", default=None, metavar="RUN_DIR",
+                        help="with --step-trace: also add the request's way in and out from a served probe's bench "
+                             "results (RUN_DIR/requests.csv) and step trace (RUN_DIR.steps.csv), made by "
+                             "benchmarks/sim_fidelity.py probe")
     parser.add_argument("--served-sweep", action="store_true",
                         help="run the engine itself over a grid of batch x context decodes (GPU), keep its step "
                              "trace beside --out, and calibrate --from-profile from it")
@@ -77,7 +81,7 @@ def _served_sweep(args: argparse.Namespace):
         raise SimInputError("--served-sweep runs one GPU's engine: use --tp 1")
     trace = Path(str(args.out) + ".steps.csv")
     cuda = args.device != "cpu" and torch.cuda.is_available()
-    kw = {} if cuda else {"batches": CPU_SWEEP[0], "contexts": CPU_SWEEP[1], "decode_steps": 4}
+    kw = {} if cuda else {"batches": CPU_SWEEP[0], "contexts": CPU_SWEEP[1], "decode_steps": 4, "prefills": (8, 30)}
     ran = run_served_sweep(args.model, trace, device=args.device, max_seconds=args.max_seconds,
                            log=lambda msg: print(msg, file=sys.stderr), **kw)
     args.step_trace = [str(trace)]
@@ -96,7 +100,14 @@ def _calibrate(args: argparse.Namespace):
     if any(p.op.startswith("served_") for p in prof.points):
         raise SimInputError(f"{args.from_profile} is calibrated already; calibrate the operator profile itself")
     counts = add_served_points(prof, args.step_trace)
-    return prof, [f"served-step calibration from {len(args.step_trace)} trace(s): {counts}"]
+    notes = [f"served-step calibration from {len(args.step_trace)} trace(s): {counts}"]
+    if getattr(args, "request_probe", None):
+        from cadence.sim.calibration import request_path_points
+
+        run_dir = Path(args.request_probe)
+        trace = Path(str(run_dir) + ".steps.csv")
+        notes.append(f"request path from {run_dir}: {request_path_points(prof, run_dir / 'requests.csv', trace)}")
+    return prof, notes
 
 
 def _measure(args: argparse.Namespace, gpu):

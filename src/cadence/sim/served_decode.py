@@ -70,7 +70,8 @@ class ServedDecodeModel:
             longest = max(1, round(ctx_sum / batch)) if batch else 1
         return self._linear(batch, ctx_sum, longest) * self.ratio(batch, ctx_sum, longest)
 
-    def slope(self, batch: int, ctx_sum: int, longest: int) -> float:
-        """Growth a step when every request gains one key (the fit's, times the local ratio)."""
+    def slope(self, batch: int, ctx_sum: int, longest: int, requests: int | None = None) -> float:
+        """Growth a step when every request gains one key (the fit's, times the local ratio);
+        `requests`: those that gain one (fewer than `batch` when the batch is a padded bucket)."""
         _, _, e2, e3 = self.coef
-        return (e2 * batch + e3) * self.ratio(batch, ctx_sum, longest)
+        return (e2 * (batch if requests is None else requests) + e3) * self.ratio(batch, ctx_sum, longest)

@@ -3,6 +3,9 @@ tokens of context, over a grid of (b, c), with its step trace on. Decode steps t
 context independently, which traffic from one workload does not (W3's requests are all long, W2's
 all short), so the calibration fitted from this trace extrapolates to any workload's steps.
 
+First, a prefill phase: one request at a time, prompts inside and at the edge of every piecewise
+token bucket (core/graph_buckets.py), so `served_prefill` has a point per bucket.
+
 Each (b, c) runs twice: all b requests at c tokens, and (b > 1) spread evenly from c/8 to c. A
 served batch mixes lengths, and a decode step's time depends on its longest context as well as on
 the sum (the kernel's blocks of the longest request finish last); with equal contexts only, the
@@ -24,6 +27,16 @@ SWEEP_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 SWEEP_CONTEXTS = (128, 512, 1024, 2048, 4096, 8192, 16384)
 SWEEP_SPREADS = (1.0, 0.125)  # shortest context over longest within a point's batch
 CPU_SWEEP = ((1, 3), (16, 40))  # a smoke-test grid for the CPU
+PREFILL_REPEATS = 2
+
+
+def prefill_lengths(max_tokens: int) -> list[int]:
+    """Prompt lengths for the prefill phase: for each token bucket up to `max_tokens`, one 7/8 of
+    the way in and one at its edge."""
+    from cadence.core.graph_buckets import MAX_PIECEWISE_TOKENS, piecewise_token_buckets
+
+    buckets = piecewise_token_buckets(min(max_tokens, MAX_PIECEWISE_TOKENS))
+    return sorted({t - t // 8 for t in buckets} | set(buckets))
 
 
 def spread_contexts(b: int, c: int, spread: float) -> list[int]:
@@ -36,11 +49,12 @@ def spread_contexts(b: int, c: int, spread: float) -> list[int]:
 
 def run_served_sweep(model: str, trace_path: str | Path, *, batches: Sequence[int] = SWEEP_BATCHES,
                      contexts: Sequence[int] = SWEEP_CONTEXTS, spreads: Sequence[float] = SWEEP_SPREADS,
-                     decode_steps: int = 24,
+                     decode_steps: int = 24, prefills: Sequence[int] | None = None,
                      max_kv_tokens: int = 1 << 19, device: str = "auto", max_seconds: float = 300.0,
                      log: Callable[[str], None] = print) -> dict[str, int]:
-    """Run the grid (points over `max_kv_tokens` context tokens, or past the time budget, are
-    skipped) and write the engine's step trace to `trace_path`. Returns what ran."""
+    """Run the prefill phase (`prefills`: prompt lengths; None: `prefill_lengths` of the budget),
+    then the grid (points over `max_kv_tokens` context tokens, or past the time budget, are
+    skipped), and write the engine's step trace to `trace_path`. Returns what ran."""
     from cadence.core.config import CacheConfig, SchedulerConfig
     from cadence.core.sampling_params import SamplingParams
     from cadence.engine.config import EngineConfig, ModelLoadConfig
@@ -63,6 +77,16 @@ def run_served_sweep(model: str, trace_path: str | Path, *, batches: Sequence[in
     t0, points, skipped, n = time.monotonic(), 0, 0, 0
     params = SamplingParams(max_tokens=decode_steps, temperature=0.0, ignore_eos=True)
     try:
+        one = SamplingParams(max_tokens=1, temperature=0.0, ignore_eos=True)
+        lengths = prefill_lengths(engine.config.scheduler.max_num_batched_tokens) if prefills is None else prefills
+        for length in [x for x in lengths for _ in range(PREFILL_REPEATS)]:
+            if length >= engine.max_model_len:
+                continue
+            engine.add_request(f"p{n}", [rng.randrange(vocab) for _ in range(length)], one)
+            n += 1
+            while engine.has_unfinished():
+                engine.step()
+        log(f"served sweep: {len(lengths)} prefill lengths ({time.monotonic() - t0:.0f} s)")
         capacity = engine.kv.num_blocks * engine.kv.block_size
         grid = [(b, c, s) for s in spreads for b in batches for c in contexts if s >= 1.0 or b > 1]
         for b, c, s in grid:  # equal contexts first: the time budget cuts the spread points first
@@ -85,4 +109,4 @@ def run_served_sweep(model: str, trace_path: str | Path, *, batches: Sequence[in
         engine.shutdown()
         if folder is not None:
             folder.cleanup()
-    return {"points": points, "skipped": skipped, "steps": len(engine.step_trace)}
+    return {"prefills": len(lengths), "points": points, "skipped": skipped, "steps": len(engine.step_trace)}

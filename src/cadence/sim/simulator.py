@@ -98,7 +98,8 @@ class Simulator:
             else:
                 ids = [1] * s.prompt_tokens
             params = SamplingParams(max_tokens=s.output_tokens, ignore_eos=True)
-            out.append(Request(str(s.request_id), ids, params, arrival_time=s.arrival_time))
+            # the engine sees a request after its way in from the client (a calibrated profile's term)
+            out.append(Request(str(s.request_id), ids, params, arrival_time=s.arrival_time + self.predictor.request_in_s))
         return out
 
     # -- the loop ---------------------------------------------------------------------------------
@@ -158,7 +159,7 @@ class Simulator:
                 self._complete(eng, now)
             nxt = reqs[i].arrival_time if i < n else math.inf
             self._start(eng, now, nxt, end_bound)
-        records = [_record(r) for r in reqs]
+        records = [_record(r, self.predictor.request_in_s, self.predictor.request_out_s) for r in reqs]
         if stopped:
             records = [rec if r.is_finished else replace(rec, error="stopped", error_detail="over half the requests "
                        f"waited more than {late_limit} s to be scheduled") for r, rec in zip(reqs, records, strict=True)]
@@ -293,10 +294,14 @@ def _kv_fit(eng: SimEngine, k: int) -> int:
     return lo
 
 
-def _record(r: Request) -> RequestRecord:
+def _record(r: Request, way_in: float = 0.0, way_out: float = 0.0) -> RequestRecord:
+    """As the client sees it: sent `way_in` before the engine had it, each token `way_out` after
+    the engine produced it."""
+    sent = r.arrival_time - way_in
     return RequestRecord(
-        request_id=r.request_id, arrival_time=r.arrival_time, prompt_tokens=r.num_prompt_tokens,
-        output_tokens=r.num_output_tokens, token_times=tuple(r.token_times),
+        request_id=r.request_id, arrival_time=sent, prompt_tokens=r.num_prompt_tokens,
+        output_tokens=r.num_output_tokens,
+        token_times=tuple(t + way_out for t in r.token_times) if way_out else tuple(r.token_times),
         target_output_tokens=r.sampling_params.max_tokens, first_scheduled_time=r.first_scheduled_time,
-        send_time=r.arrival_time, finish_time=r.finished_time,
+        send_time=sent, finish_time=None if r.finished_time is None else r.finished_time + way_out,
     )
