@@ -114,7 +114,6 @@ def fake_backend(monkeypatch):
     monkeypatch.setattr(flash, "flash_varlen", sdpa_varlen)  # under flash_decode
     monkeypatch.setattr(va, "NUM_SPARES", 3)  # few spares: exercise running out of them
     monkeypatch.setattr(va, "NUM_PREMAP", 4)
-    monkeypatch.setattr(va, "PREMAP_PER_STEP", 1)
 
 
 def config() -> ModelConfig:
@@ -147,6 +146,8 @@ def run(backend, model, prompts, script, *, budget, num_blocks, block, stagger):
             batch = build_step_batch(out, kv, torch.device("cpu"))
             all_logits = model.compute_logits(model(batch.input_ids, batch.positions, backend.bind(batch)))
             if isinstance(backend, va.VAttentionBackend):
+                if backend.wants_idle_time():  # the GPU "runs" for one look: IDLE_BATCH pages mapped ahead
+                    backend.idle_work(busy_for(1))
                 touched = set()
                 for rid, ctx, q in zip(batch.request_ids, batch.context_lens, batch.query_lens, strict=True):
                     slot = backend.slot_of[rid]
@@ -212,26 +213,35 @@ def test_vattention_pages_match_torch_on_cpu(fake_backend, budget, num_blocks, s
     assert acc["mappings"] == 1, acc
 
 
+def busy_for(n: int):
+    """A step that is still running for the first n looks."""
+    left = [n]
+
+    def busy() -> bool:
+        left[0] -= 1
+        return left[0] >= 0
+
+    return busy
+
+
 def test_new_requests_first_chunk_takes_pages_mapped_ahead(fake_backend, monkeypatch):
-    """Free slots get spare pages mapped ahead over a few steps (at most PREMAP_PER_STEP pages a
-    step); a new request's first chunk then swaps them into its fresh blocks with no driver call on
-    its step, while a prefix hit still maps the cached block's own page."""
+    """While the host waits for a step, the next free slots get spare pages mapped (IDLE_BATCH pages
+    between looks at the step); a new request's first chunk then swaps them into its fresh blocks
+    with no driver call on its step, while a prefix hit still maps the cached block's own page.
+    Slots are handed out first-in, first-out, so the slot a request leaves is the last to be reused."""
     monkeypatch.setattr(va, "NUM_SPARES", 8)
     monkeypatch.setattr(va, "NUM_PREMAP", 6)
-    monkeypatch.setattr(va, "PREMAP_PER_STEP", 2)
     cfg, block = config(), 128
     kv = KVCacheManager(16, block, enable_prefix_caching=True)
     sched = make_scheduler(SchedulerConfig(policy="sarathi", max_num_batched_tokens=512, max_num_seqs=4), kv, MAX_LEN)
     backend = va.VAttentionBackend(cfg, 16, block, torch.float32, torch.device("cpu"), max_num_seqs=4,
                                    max_model_len=MAX_LEN)
-    assert backend.premap_blocks == 3
-    empty = build_step_batch(sched.schedule(0.0), kv, torch.device("cpu"))
-    for _ in range(3):  # two slots x 3 blocks at 2 pages a step
-        before = backend.vm.stats.maps
-        backend.after_launch(empty)
-        assert backend.vm.stats.maps - before == 2
-    backend.after_launch(empty)
-    assert backend.vm.stats.maps - before == 2  # done: nothing more to map
+    assert backend.premap_blocks == 3 and va.IDLE_BATCH == 2
+    assert backend.wants_idle_time()
+    assert backend.idle_work(busy_for(0)) == 0  # the step is done already: nothing mapped
+    for _ in range(3):  # two slots x 3 blocks, two pages a look
+        assert backend.idle_work(busy_for(1)) == 2
+    assert not backend.wants_idle_time() and backend.idle_work(busy_for(5)) == 0
     rng = random.Random(0)
     prompt = [rng.randrange(300) for _ in range(300)]  # 3 blocks of 128 tokens
     sched.add_request(Request("a", prompt, SamplingParams(max_tokens=2, temperature=0, ignore_eos=True)))
@@ -250,7 +260,9 @@ def test_new_requests_first_chunk_takes_pages_mapped_ahead(fake_backend, monkeyp
     backend.bind(build_step_batch(out, kv, torch.device("cpu")))
     assert backend.slot_of["b"] != slot_a and kv.prefix_hits > 0
     assert backend.vm.stats.maps == maps + 2 and backend.num_swaps == swaps + 1
-    backend.free_requests(["a", "b"])
+    backend.free_requests(["a"])
+    assert backend.free_slots[0] == slot_a  # back of the queue
+    backend.free_requests(["b"])
     backend.trim()
     acc = backend.page_accounting()
     assert acc["accounted"] == acc["distinct"] == acc["pages"], acc

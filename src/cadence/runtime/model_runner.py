@@ -84,6 +84,7 @@ class ModelRunner:
         if batch is None:
             batch = build_step_batch(out, kv, self.device)
         logits = self.run_batch(batch, t)
+        self._idle_work()
         if logits is None:
             return {}, {}
         result: SampleResult = self.sampler(logits, batch.sample_requests)
@@ -126,10 +127,20 @@ class ModelRunner:
             host = tokens
         return LaunchedStep(InFlightTokens(tokens, {r.request_id: i for i, r in enumerate(reqs)}), host, event)
 
-    @staticmethod
-    def collect(step: LaunchedStep) -> dict[str, int]:
+    def _idle_work(self, event: torch.cuda.Event | None = None) -> None:
+        """Give the backend the host's wait for the GPU (until `event`, default: the work queued
+        so far), if it has work for it."""
+        if self.device.type != "cuda" or not self.attention.wants_idle_time():
+            return
+        if event is None:
+            event = torch.cuda.Event()
+            event.record()
+        self.attention.idle_work(lambda: not event.query())
+
+    def collect(self, step: LaunchedStep) -> dict[str, int]:
         """Wait for a launched step's tokens (only for it: later steps may still run)."""
         if step.event is not None:
+            self._idle_work(step.event)
             step.event.synchronize()
         values = step.host.tolist()
         return {rid: values[i] for rid, i in step.in_flight.rows.items()}

@@ -57,6 +57,14 @@ class AttentionBackend(abc.ABC):
     def after_launch(self, batch: StepBatch) -> None:
         """Called once the step's GPU work is queued, while the GPU runs: work for later steps."""
 
+    def wants_idle_time(self) -> bool:
+        """Whether idle_work has something to do (the runner then gives it its waits for the GPU)."""
+        return False
+
+    def idle_work(self, busy: Callable[[], bool]) -> int:
+        """Work for later steps, done in small pieces while `busy()` (the GPU still runs a step)."""
+        return 0
+
     def prepare_decode(self, batch: StepBatch, bucket: int) -> None:
         """Fill the static buffers read by `graph_attention(bucket)` for a decode-only batch
         padded to `bucket` rows."""

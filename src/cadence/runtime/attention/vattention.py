@@ -12,15 +12,17 @@ Mapping costs driver calls (tens of microseconds a page), so it is kept off the 
 is queued on the GPU, every request whose next token opens a new block gets a spare page mapped
 there ahead of time; when the core then hands it a fresh block, the block takes the spare's
 physical page (a bookkeeping swap, no driver call) and the block's old page becomes a spare. The
-same goes for requests not yet seen: the first block positions of the slots the next new requests
-will take get spare pages mapped ahead (a few pages a step), so a new prefill's first chunk costs
-no driver call either. Slots keep their mappings when a request ends; a later request in the slot
-remaps only the pages that differ, and everything is unmapped and released on shutdown."""
+same goes for requests not yet seen: while the host waits for a step's tokens, the first block
+positions of the slots the next new requests will take (free slots are handed out first-in,
+first-out) get spare pages mapped, a page at a time until the step is done, so a new prefill's
+first chunk costs no driver call either. Slots keep their mappings when a request ends; a later
+request in the slot remaps only the pages that differ, and everything is unmapped and released on
+shutdown."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -34,11 +36,11 @@ from cadence.runtime.vmm import PAGE_SIZE, VirtualMemory, VMMError
 logger = logging.getLogger("cadence.vattention")
 NUM_SPARES = 256  # pages to map ahead: a block per decoding request, the next chunk of prefills
 # Blocks mapped ahead at the next free slots for new requests' first chunks (2,048 tokens a slot at
-# 16 tokens a block, two slots), and the most pages mapped that way after one step: each page is an
-# unmap and a map (~65 us on the H100) done while the step runs, so a short step must not wait on it.
+# 16 tokens a block, two slots). Each is an unmap and a map (~65 us on the H100), done in the host's
+# wait for a step (idle_work), IDLE_BATCH pages between two looks at whether the step is done.
 NUM_PREMAP = 256
 PREMAP_SLOTS = 2
-PREMAP_PER_STEP = 24
+IDLE_BATCH = 2
 
 
 class BlockSizeError(ValueError):
@@ -213,7 +215,6 @@ class VAttentionBackend(AttentionBackend):
 
     def after_launch(self, batch: StepBatch) -> None:
         self._map_ahead(batch)
-        self._premap_free_slots()
         self._flush_maps()
 
     def _map_ahead(self, batch: StepBatch) -> None:
@@ -241,37 +242,55 @@ class VAttentionBackend(AttentionBackend):
                 self._remap(slot, pos, pages)
                 self.premapped[(slot, pos)] = pages
 
-    def _premap_free_slots(self) -> None:
-        """Map spares at the first `premap_blocks` positions of the next PREMAP_SLOTS free slots
-        (free_slots hands out from its end), at most PREMAP_PER_STEP pages a step, keeping half of
-        NUM_SPARES for running requests' next blocks."""
-        budget, keep = PREMAP_PER_STEP, NUM_SPARES // 2
+    def wants_idle_time(self) -> bool:
+        """Whether idle_work has pages to map: one of the next free slots is not mapped ahead yet
+        and spares are left beyond half of NUM_SPARES (kept for running requests' next blocks)."""
+        return len(self.spares) > NUM_SPARES // 2 and any(
+            s not in self._premap_done for s in self.free_slots[-1:-PREMAP_SLOTS - 1:-1])
+
+    def idle_work(self, busy: Callable[[], bool]) -> int:
+        """While `busy()` (the GPU still runs a step): map spares at the first `premap_blocks`
+        positions of the next PREMAP_SLOTS free slots (free_slots hands out from its end), IDLE_BATCH
+        pages between two calls of `busy`. Returns the pages mapped."""
+        done = 0
         for slot in self.free_slots[-1:-PREMAP_SLOTS - 1:-1]:
             if slot in self._premap_done:
                 continue
             for pos in range(self.premap_blocks):
                 if (slot, pos) in self.premapped:
                     continue
-                if budget < self.ppb or len(self.spares) <= keep:
-                    return
+                if len(self.spares) <= NUM_SPARES // 2:
+                    self._flush_maps()
+                    return done
+                if done % IDLE_BATCH == 0:
+                    self._flush_maps()
+                    if not busy():
+                        return done
                 pages = self.spares.pop()
                 self._remap(slot, pos, pages)
                 self.premapped[(slot, pos)] = pages
-                budget -= self.ppb
+                done += self.ppb
             self._premap_done.add(slot)
+        self._flush_maps()
+        return done
 
     def free_requests(self, request_ids: Iterable[str]) -> None:
         # With overlapping steps the step in flight may still write an ended request's slot, and the
         # slot's next tenant could remap its pages under it: a slot rests for one step first (the
         # engine has waited for that step's tokens before it launches the one after).
+        # Free slots are handed out from the end of free_slots and join at its front (first in, first
+        # out), so the next ones out have had time to get pages mapped ahead (idle_work).
         if self.defer_reuse:
-            self.free_slots.extend(self._resting)
+            self.free_slots[:0] = self._resting
             self._resting = []
         for rid in request_ids:
             slot = self.slot_of.pop(rid, None)
             self.checked.pop(rid, None)
             if slot is not None:  # mappings stay: the next tenant may reuse the pages
-                (self._resting if self.defer_reuse else self.free_slots).append(slot)
+                if self.defer_reuse:
+                    self._resting.append(slot)
+                else:
+                    self.free_slots.insert(0, slot)
 
     def _slot(self, rid: str) -> int:
         slot = self.slot_of.get(rid)
