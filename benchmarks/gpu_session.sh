@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The GPU runs behind benchmarks/NOTES.md and docs/sim.md, one device call each. Run on 2026-11-25
-# (later session): piecewise, piecewise-w3, tests, sweep (equal + spread contexts), fidelity. Next:
-# capacity-w3 per policy on the current engine (orca and sarathi-2048 not re-run), profile (operator
-# profiles after the decode-kernel change), and a sweep with skewed batches. On the device machine:
+# The GPU runs behind benchmarks/NOTES.md and docs/sim.md, one device call each. Last run on 2026-11-25
+# (latest session): check, calibrate and fidelity6 at 4d7a09e (plus benchmarks/mixed_step_host.py).
+# Not re-run since the engine changes of that session: capacity-w3 per policy, profile (operator
+# profiles), the HF comparison of the shared 64. On the device machine:
 #
 #   bash benchmarks/gpu_session.sh STEP
 #   (STEP: tests | w1 | stride | sweep | fidelity | capacity-w2 | capacity-w3-narrow | piecewise |
