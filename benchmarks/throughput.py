@@ -7,7 +7,15 @@ Measures the device ceilings (copy bandwidth, bf16 matmul rate), computes W1's f
 shape (WORKLOADS.md), runs W1 with dummy weights through LLMEngine and reports output tokens/s
 and % of floor; with --hf, serves the first 64 W1 requests through HF transformers' continuous
 batching (sdpa) and through Cadence, and prints the ratio. Writes JSON with device, torch,
-commit and workload."""
+commit and workload.
+
+    python benchmarks/throughput.py --floors-from results/throughput_h100_w1_4d7a09e.json \
+        --hf-from results/throughput_h100_hf64.json --out results/throughput_floors_h100.json
+
+computes, on any CPU, the floors of W1 and of its first 64 requests from a run's measured ceilings:
+WORKLOADS.md's (the whole run's bytes over bandwidth or FLOPs over the matmul rate, whichever is
+longer) and a per-step one (each step at least the longer of its own bytes and FLOPs; prompts, all
+there at t=0, in budget-sized compute-bound steps before the decodes they feed)."""
 
 from __future__ import annotations
 
@@ -87,6 +95,57 @@ def floor(cfg: ModelConfig, reqs: list[tuple[int, int]], ceil: dict[str, float])
     t = max(t_mem, t_flop)
     return {"weights_s": weight_bytes / ceil["copy_bytes_per_s"], "kv_s": kv_bytes / ceil["copy_bytes_per_s"],
             "memory_s": t_mem, "compute_s": t_flop, "floor_s": t, "floor_out_tok_s": out / t}
+
+
+def step_floor(cfg: ModelConfig, reqs: list[tuple[int, int]], ceil: dict[str, float],
+                budget: int = 4096) -> dict[str, float]:
+    """A tighter floor than `floor`: a decode step cannot take less than the longer of its own memory
+    time (weights + its requests' KV) and compute time, so steps near the ridge point (llama3-8b at
+    ~256 requests) count both; the prompts run first, in budget-sized compute-bound steps."""
+    params, kv_token = cfg.num_parameters(), cfg.kv_bytes_per_token(2)
+    bw, rate = ceil["copy_bytes_per_s"], ceil["bf16_flops_per_s"]
+    prompt = sum(p for p, _ in reqs)
+    attn = sum(p * (p + 1) // 2 for p, _ in reqs)
+    t_prefill = max(-(-prompt // budget) * 2 * params / bw,
+                    (2 * params * prompt + 4 * cfg.num_layers * cfg.q_size * attn) / rate)
+    t_decode = 0.0
+    for j in range(max(o for _, o in reqs)):
+        live = [p for p, o in reqs if o > j]
+        ctx = sum(live) + j * len(live)
+        t_decode += max((2 * params + kv_token * ctx) / bw,
+                        (2 * params * len(live) + 4 * cfg.num_layers * cfg.q_size * ctx) / rate)
+    out = sum(o for _, o in reqs)
+    return {"prefill_s": t_prefill, "decode_s": t_decode, "floor_s": t_prefill + t_decode,
+            "floor_out_tok_s": out / (t_prefill + t_decode)}
+
+
+def floors_report(run: dict, hf: dict | None) -> dict:
+    """Both floors of W1 and of its first HF_SUBSET requests, from a run's ceilings, beside the
+    run's figures (and the HF comparison's, if given)."""
+    specs = w1()
+    reqs = [(len(s.prompt_token_ids), s.output_tokens) for s in specs]
+    ceil = run["ceilings"]
+    ceil64 = hf["ceilings"] if hf is not None else ceil  # the HF comparison's own host
+    out: dict = {"benchmark": "throughput_floors", "ceilings": ceil, "ceilings_from": run.get("commit_note")
+                 or run.get("commit"), "device": run.get("device"), "models": {}}
+    for model in ("qwen3-0.6b", "llama3-8b"):
+        cfg = ModelConfig.from_dict(NAMED_SHAPES[model])
+        m: dict = {"w1": {"floor": floor(cfg, reqs, ceil), "step_floor": step_floor(cfg, reqs, ceil)},
+                   "first_64": {"floor": floor(cfg, reqs[:HF_SUBSET], ceil64),
+                                "step_floor": step_floor(cfg, reqs[:HF_SUBSET], ceil64)}}
+        for key in ("w1", "w1_async"):
+            if key in run.get(model, {}):
+                tps = run[model][key]["out_tok_s"]
+                m["w1"][key] = {"out_tok_s": tps, "pct_of_floor": 100 * tps / m["w1"]["floor"]["floor_out_tok_s"],
+                                "pct_of_step_floor": 100 * tps / m["w1"]["step_floor"]["floor_out_tok_s"]}
+        if hf is not None and "hf_cb_64" in hf.get(model, {}):
+            h = hf[model]["hf_cb_64"]["out_tok_s"]
+            m["first_64"]["hf_out_tok_s"] = h
+            m["first_64"]["cadence_out_tok_s"] = hf[model]["cadence_64"]["out_tok_s"]
+            # the most any engine could beat HF by on this subset, on this device
+            m["first_64"]["max_ratio_vs_hf"] = m["first_64"]["floor"]["floor_out_tok_s"] / h
+        out["models"][model] = m
+    return out
 
 
 def make_engine(model: str, args, overlapped: bool = False) -> LLMEngine:
@@ -236,7 +295,18 @@ def main(argv: list[str] | None = None) -> int:
                     help="CUDA graphs in pieces for steps with prefill tokens (the engine's --piecewise-graphs)")
     ap.add_argument("--async-scheduling", default="off", choices=("off", "on", "both"),
                     help="both: W1 with serial steps, then again with async scheduling, in the same process")
+    ap.add_argument("--floors-from", default=None, metavar="JSON",
+                    help="no GPU: compute both floors from this results file's ceilings and stop")
+    ap.add_argument("--hf-from", default=None, metavar="JSON", help="with --floors-from: the HF comparison's results")
     args = ap.parse_args(argv)
+    if args.floors_from:
+        hf = json.loads(Path(args.hf_from).read_text()) if args.hf_from else None
+        rep = floors_report(json.loads(Path(args.floors_from).read_text()), hf)
+        text = json.dumps(rep, indent=1)
+        print(text)
+        if args.out:
+            Path(args.out).write_text(text + "\n")
+        return 0
 
     specs = w1()
     reqs = [(list(s.prompt_token_ids), s.output_tokens) for s in specs]
