@@ -58,9 +58,9 @@ case "${1:?which step}" in
     python -m pytest -q tests/runtime -m gpu > "$OUT/gpu_tests.log" 2>&1 || true
     tail -5 "$OUT/gpu_tests.log"
     python benchmarks/throughput.py --async-scheduling both --out "$OUT/throughput_w1_async.json" ;;
-  calibrate)  # served sweeps with the prefill phase, then the request-path probes (~8 min)
+  calibrate)  # served sweeps with the prefill phase, then the request-path probes, idle and loaded (~8 min)
     for m in llama3-8b qwen3-0.6b; do
-      python -m cadence.cli profile --served-sweep --model "$m" --max-seconds 110 \
+      python -m cadence.cli profile --served-sweep --model "$m" --max-seconds 140 \
         --from-profile "benchmarks/profiles/${m}_tp1_h100.csv" --out "$OUT/${m}_tp1_h100_served.csv"
     done
     python benchmarks/sim_fidelity.py probe --model llama3-8b --model qwen3-0.6b --out "$OUT/probe"

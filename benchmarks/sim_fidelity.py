@@ -37,6 +37,7 @@ METRICS = (("P50 TTFT", "ttft", "p50"), ("P50 TBT", "tbt", "p50"), ("P99 TBT", "
 
 
 PROBE_WORKLOAD = ["--dataset-name", "random", "--input-len", "32", "--output-len", "4", "--arrival", "constant"]
+LOADED_PROBE_WORKLOAD = ["--dataset-name", "random", "--input-len", "512", "--output-len", "96", "--arrival", "closed"]
 
 
 def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 600) -> None:
@@ -152,6 +153,8 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=40)
     p.add_argument("--rate", type=float, default=5.0, help="constant arrivals, far apart enough to find the engine idle")
     p.add_argument("--port", type=int, default=8012)
+    p.add_argument("--clients", type=int, default=24, help="loaded probe: concurrent clients (closed loop)")
+    p.add_argument("--loaded-requests", type=int, default=240)
     p.add_argument("--out", type=Path, default=RESULTS / "sim_request_probe")
     c = sub.add_parser("compare")
     c.add_argument("--runs", type=Path, default=RESULTS / "sim_fidelity_runs")
@@ -181,6 +184,12 @@ def main() -> None:
             run = measure_point(model, "sarathi", args.rate, args.requests, 2048, args.port, args.out, 8192,
                                 workload=PROBE_WORKLOAD, name=f"probe_{model}", trace=args.out / f"probe_{model}.steps.csv")
             print(f"probe {model}: {run}", flush=True)
+            # loaded: a closed loop of clients, so served steps of many requests (host time per step
+            # with the front end streaming) for `cadence profile --host-trace`
+            run = measure_point(model, "sarathi", 1.0, args.loaded_requests, 2048, args.port, args.out, 8192,
+                                workload=[*LOADED_PROBE_WORKLOAD, "--clients", str(args.clients)],
+                                name=f"probe_loaded_{model}", trace=args.out / f"probe_loaded_{model}.steps.csv")
+            print(f"probe (loaded) {model}: {run}", flush=True)
         return
     args.sim_out.mkdir(parents=True, exist_ok=True)
     rows = [compare_point(d, args.profiles, args.gpu, args.sim_out, args.sim_arg, args.profile_suffix)

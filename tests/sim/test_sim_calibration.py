@@ -188,3 +188,28 @@ def test_spread_contexts():
     assert spread_contexts(4, 1024, 1.0) == [1024] * 4
     lens = spread_contexts(8, 1024, 0.125)
     assert lens[0] == 128 and lens[-1] == 1024 and lens == sorted(lens) and len(set(lens)) == 8
+
+
+def test_host_time_from_served_traces_replaces_the_sweeps(tmp_path):
+    """A served engine's trace (the loaded probe) gives the host time per step alone; its decode
+    steps do not join the sweep's decode points."""
+    base, counts = calibrated(tmp_path)
+    served = tmp_path / "served.csv"
+    write_trace(served, steps=1500, seed=3)
+    with open(served, newline="") as f:
+        rows = list(csv.reader(f))
+    t = 100.0
+    for r in rows[1:]:  # the front end triples every host part of a step, and the gap with them
+        r[1], r[2], r[4] = (str(3 * float(r[i])) for i in (1, 2, 4))
+        r[0] = str(t)
+        t += sum(float(r[i]) for i in (1, 2, 3, 4)) + float(r[1])  # write_trace's gap equals its schedule time
+    with open(served, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    prof = analytic_profile("llama3-8b", 1, gpu_spec("H100"))
+    trace = tmp_path / "steps.csv"
+    both = add_served_points(prof, [trace], [served])
+    assert both["served_decode"] == counts["served_decode"] and both["served_host"] > 1400
+    plain = StepTimePredictor(base, 1, gpu_spec("H100"), 8192)
+    loaded = StepTimePredictor(prof, 1, gpu_spec("H100"), 8192)
+    for b, prefill in ((1, 0), (8, 0), (21, 512)):
+        assert loaded._host(b, prefill) == pytest.approx(3 * plain._host(b, prefill), rel=0.05)

@@ -83,19 +83,24 @@ def _bin(x: float) -> int:
     return 0 if x <= 0 else round(2 ** (round(math.log2(x) * 4) / 4))
 
 
-def add_served_points(profile: Profile, traces: Iterable[str | Path]) -> dict[str, int]:
+def add_served_points(profile: Profile, traces: Iterable[str | Path],
+                      host_traces: Iterable[str | Path] = ()) -> dict[str, int]:
     """Append `served_decode`, `served_host`, `served_eager` and `served_prefill` points from step
     traces: the median of the steps in each (requests, quarter-octave of mean and longest context,
     or of prefill tokens) bin; `served_eager` is the execute time of eager steps with few prefill
     tokens (EAGER_FLOOR_MAX_TOKENS), binned by prefill tokens; `served_prefill` per token bucket.
-    A graphed decode step is keyed by the batch bucket it ran at. Returns the steps used."""
+    A graphed decode step is keyed by the batch bucket it ran at. `host_traces`: traces of a served
+    engine (a loaded probe): `served_host` comes from them alone, since a bare engine (the sweep)
+    has no front end to stream to between steps. Returns the steps used."""
+    host_traces = list(host_traces)
     dec: dict[tuple[int, int, int], list[float]] = defaultdict(list)
     host_bins: dict[tuple[int, int], list[float]] = defaultdict(list)
     eager: dict[int, list[float]] = defaultdict(list)
     pre: dict[int, list[float]] = defaultdict(list)
     attn = _prefill_attention(profile)
     n_dec = n_host = n_eager = n_pre = 0
-    for path in traces:
+    for path in [*traces, *host_traces]:
+        host_only = path in host_traces
         rows = read_step_trace(path)
         for i, r in enumerate(rows):
             b = int(r["num_seqs"])
@@ -107,8 +112,11 @@ def add_served_points(profile: Profile, traces: Iterable[str | Path]) -> dict[st
                 continue  # the last step, or the engine went idle after it
             host = r["schedule_s"] + r["prepare_s"] + r["update_s"] + gap
             prefill = int(r["num_prefill_tokens"])
-            host_bins[(b, _bin(prefill))].append(host)
-            n_host += 1
+            if host_only or not host_traces:
+                host_bins[(b, _bin(prefill))].append(host)
+                n_host += 1
+            if host_only:
+                continue
             padded = int(r["padded_tokens"]) if r["graphed"] and r["padded_tokens"] else 0
             if prefill == 0 and int(r["num_decodes"]) == b:
                 longest = r["max_context_tokens"] or r["num_context_tokens"] / b

@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="calibrate instead of measuring: add served-step points fitted from this engine step "
                              "trace (CADENCE_STEP_TRACE; .csv or .csv.gz, repeatable) to --from-profile")
     parser.add_argument("--from-profile", default=None, help="the operator profile that --step-trace calibrates")
+    parser.add_argument("--host-trace", action="append", default=[], metavar="CSV",
+                        help="with --step-trace: a served engine's step trace (benchmarks/sim_fidelity.py probe, "
+                             "loaded run) whose host time per step replaces the bare sweep's (repeatable)")
     parser.add_argument("--request-probe", default=None, metavar="RUN_DIR",
                         help="with --step-trace: also add the request's way in and out from a served probe's bench "
                              "results (RUN_DIR/requests.csv) and step trace (RUN_DIR.steps.csv), made by "
@@ -99,8 +102,10 @@ def _calibrate(args: argparse.Namespace):
     prof = load_profile(args.from_profile)
     if any(p.op.startswith("served_") for p in prof.points):
         raise SimInputError(f"{args.from_profile} is calibrated already; calibrate the operator profile itself")
-    counts = add_served_points(prof, args.step_trace)
-    notes = [f"served-step calibration from {len(args.step_trace)} trace(s): {counts}"]
+    host = getattr(args, "host_trace", [])
+    counts = add_served_points(prof, args.step_trace, host)
+    notes = [f"served-step calibration from {len(args.step_trace)} trace(s)"
+             + (f", host time from {len(host)} served trace(s)" if host else "") + f": {counts}"]
     if getattr(args, "request_probe", None):
         from cadence.sim.calibration import request_path_points
 

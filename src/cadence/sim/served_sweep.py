@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-SWEEP_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+SWEEP_BATCHES = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256)  # decode graph buckets up to 256
 SWEEP_CONTEXTS = (128, 512, 1024, 2048, 4096, 8192, 16384)
 SWEEP_SPREADS = (1.0, 0.125)  # shortest context over longest within a point's batch
 CPU_SWEEP = ((1, 3), (16, 40))  # a smoke-test grid for the CPU
