@@ -169,8 +169,11 @@ def run(backend, model, prompts, script, *, budget, num_blocks, block, stagger):
     return logits, sched.num_preemptions, kv.prefix_hits
 
 
-@pytest.mark.parametrize("budget,num_blocks,stagger", [(100, 40, 1), (300, 5, 1), (64, 12, 2)])
-def test_vattention_pages_match_torch_on_cpu(fake_backend, budget, num_blocks, stagger):
+@pytest.mark.parametrize("budget,num_blocks,stagger,split", [(100, 40, 1, True), (300, 5, 1, True), (64, 12, 2, True),
+                                                            (100, 40, 1, False)])
+def test_vattention_pages_match_torch_on_cpu(fake_backend, budget, num_blocks, stagger, split):
+    """`split`: mixed steps attend decodes apart from the chunks (a large model's rule); otherwise
+    in one varlen call (a small model's, for decodes shorter than its split_min_context)."""
     cfg = config()
     block = 128
     assert va.pages_per_block(cfg, block, torch.float32) == 1
@@ -189,15 +192,21 @@ def test_vattention_pages_match_torch_on_cpu(fake_backend, budget, num_blocks, s
     want, pre_ref, hits_ref = run(ref, model, prompts, script, **kw)
     backend = va.VAttentionBackend(cfg, num_blocks, block, torch.float32, dev, max_num_seqs=4, max_model_len=MAX_LEN)
     mixed = backend._mixed_attention
-    split: list[int] = []  # decodes attended apart from the prefills they shared a step with
+    split_steps: list[int] = []  # decodes attended apart from the prefills they shared a step with
 
     def spy(write_idx, d, *args):
-        split.append(d)
+        split_steps.append(d)
         return mixed(write_idx, d, *args)
 
     backend._mixed_attention = spy
+    assert backend.split_min_context == va.SMALL_MODEL_SPLIT_MIN_CONTEXT  # hidden 128: a small model
+    if split:
+        backend.split_min_context = 0
     got, pre, hits = run(backend, model, prompts, script, **kw)
-    assert split, "no step mixed decodes with prefills"
+    if split:
+        assert split_steps, "no step mixed decodes with prefills"
+    else:
+        assert not split_steps  # every decode here is far shorter than 4,096 tokens
     assert (pre, hits) == (pre_ref, hits_ref) and hits > 0
     if num_blocks < 10:
         assert pre > 0

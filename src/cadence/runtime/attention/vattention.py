@@ -41,6 +41,19 @@ NUM_SPARES = 256  # pages to map ahead: a block per decoding request, the next c
 NUM_PREMAP = 256
 PREMAP_SLOTS = 2
 IDLE_BATCH = 2
+# A mixed step attends its decodes apart from its prefill chunks (_mixed_attention) only when one of
+# them has at least `split_min_context` tokens: the split costs a second kernel call a layer, host
+# time that small models' mixed steps (bound by the host's launches) pay in full and only long
+# decodes win back; large models' steps are bound by the device, where the split wins from short
+# contexts on. Measured on the H100 (results/mixed_step_split_h100.json, 16 decodes + a 700-token
+# chunk): qwen3-0.6b one call faster by 1.5-2.3 ms up to 3,000 tokens, the split by 3 ms at 6,000;
+# llama3-8b the split faster or equal from 500 tokens (by 3.5 ms at 1,500, 6.8 ms at 3,000).
+SMALL_MODEL_HIDDEN = 2048  # models narrower than this count as host-bound here
+SMALL_MODEL_SPLIT_MIN_CONTEXT = 4096
+
+
+def split_min_context(config: ModelConfig) -> int:
+    return SMALL_MODEL_SPLIT_MIN_CONTEXT if config.hidden_size < SMALL_MODEL_HIDDEN else 0
 
 
 class BlockSizeError(ValueError):
@@ -165,6 +178,7 @@ class VAttentionBackend(AttentionBackend):
         self.graph_meta = torch.zeros(3, n + 1, dtype=torch.int32, device=device)
         self.graph_meta[0] = torch.arange(n + 1, dtype=torch.int32, device=device)
         self._decode_kernels: dict[int, DecodeKernel] = {}  # per row count (see flash.decode_kernel)
+        self.split_min_context = split_min_context(config)
 
     # -- pages ---------------------------------------------------------------------------------
     def _offset(self, slot: int, block_pos: int, i: int = 0) -> int:
@@ -391,6 +405,8 @@ class VAttentionBackend(AttentionBackend):
         write_idx = torch.repeat_interleave(bases, meta[3, :B].long(), output_size=batch.num_tokens)
         write_idx += batch.positions
         d = leading_decodes(qlens)
+        if d and max(batch.context_lens[:d]) < self.split_min_context:
+            d = 0  # short decodes: one varlen call for the whole step
         if d == 0:
             return self._attention(write_idx, meta[0], meta[1], meta[2, :B], max(qlens), max(batch.context_lens))
         return self._mixed_attention(write_idx, d, meta, B, max(batch.context_lens[:d]), max(qlens[d:]),
