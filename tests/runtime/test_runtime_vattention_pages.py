@@ -206,7 +206,7 @@ def test_vattention_pages_match_torch_on_cpu(fake_backend, budget, num_blocks, s
     if split:
         assert split_steps, "no step mixed decodes with prefills"
     else:
-        assert not split_steps  # every decode here is far shorter than 4,096 tokens
+        assert not split_steps  # every decode here is far shorter than 2,048 tokens
     assert (pre, hits) == (pre_ref, hits_ref) and hits > 0
     if num_blocks < 10:
         assert pre > 0

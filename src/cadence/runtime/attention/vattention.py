@@ -46,10 +46,11 @@ IDLE_BATCH = 2
 # time that small models' mixed steps (bound by the host's launches) pay in full and only long
 # decodes win back; large models' steps are bound by the device, where the split wins from short
 # contexts on. Measured on the H100 (results/mixed_step_split_h100.json, 16 decodes + a 700-token
-# chunk): qwen3-0.6b one call faster by 1.5-2.3 ms up to 3,000 tokens, the split by 3 ms at 6,000;
-# llama3-8b the split faster or equal from 500 tokens (by 3.5 ms at 1,500, 6.8 ms at 3,000).
+# chunk, two hosts): qwen3-0.6b one call faster by 0.5-1.8 ms up to 1,500 tokens, the split by
+# 1.6 ms or slower by 2.3 ms at 3,000, the split faster by 2.9-3.0 ms at 6,000; llama3-8b the split
+# faster or equal from 500 tokens (by 3.5-3.7 ms at 1,500, 6.8-7.1 ms at 3,000).
 SMALL_MODEL_HIDDEN = 2048  # models narrower than this count as host-bound here
-SMALL_MODEL_SPLIT_MIN_CONTEXT = 4096
+SMALL_MODEL_SPLIT_MIN_CONTEXT = 2048
 
 
 def split_min_context(config: ModelConfig) -> int:
