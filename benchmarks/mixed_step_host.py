@@ -27,14 +27,33 @@ from pathlib import Path
 OLD_BUCKETS = (16, 32, 64, 128, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
 
 
-def run_variant(name: str, model: str, decodes: int, prompt: int, rounds: int) -> dict:
+def engine_with_decodes(model: str, decodes: int, context: int, max_tokens: int, max_model_len: int,
+                        piecewise: bool = True):
+    """A sarathi engine (dummy weights, budget 2048) with `decodes` requests of `context`-token
+    prompts added; returns it and the random source for later prompts."""
     import random
 
-    from cadence.core import graph_buckets
     from cadence.core.config import CacheConfig, SchedulerConfig
     from cadence.core.sampling_params import SamplingParams
     from cadence.engine.config import EngineConfig, ModelLoadConfig
     from cadence.engine.llm_engine import LLMEngine
+
+    engine = LLMEngine(EngineConfig(
+        load=ModelLoadConfig(model=model, load_format="dummy", piecewise_graphs=piecewise),
+        scheduler=SchedulerConfig(policy="sarathi", max_num_seqs=256, max_num_batched_tokens=2048,
+                                  max_model_len=max_model_len),
+        cache=CacheConfig(enable_prefix_caching=False)))
+    rng = random.Random(0)
+    vocab = engine.model_config.vocab_size
+    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
+    for i in range(decodes):
+        engine.add_request(f"d{i}", [rng.randrange(vocab) for _ in range(context)], params)
+    return engine, rng
+
+
+def run_variant(name: str, model: str, decodes: int, prompt: int, rounds: int) -> dict:
+    from cadence.core import graph_buckets
+    from cadence.core.sampling_params import SamplingParams
     from cadence.runtime.attention import vattention
 
     saved = graph_buckets.PIECEWISE_TOKEN_SIZES, vattention.VAttentionBackend.wants_idle_time
@@ -43,16 +62,8 @@ def run_variant(name: str, model: str, decodes: int, prompt: int, rounds: int) -
     if name == "no-idle":
         vattention.VAttentionBackend.wants_idle_time = lambda self: False
     try:
-        engine = LLMEngine(EngineConfig(
-            load=ModelLoadConfig(model=model, load_format="dummy", piecewise_graphs=name != "eager"),
-            scheduler=SchedulerConfig(policy="sarathi", max_num_seqs=256, max_num_batched_tokens=2048,
-                                      max_model_len=8192),
-            cache=CacheConfig(enable_prefix_caching=False)))
-        rng = random.Random(0)
+        engine, rng = engine_with_decodes(model, decodes, 500, 7000, 8192, piecewise=name != "eager")
         vocab = engine.model_config.vocab_size
-        long = SamplingParams(max_tokens=7000, temperature=0.0, ignore_eos=True)
-        for i in range(decodes):
-            engine.add_request(f"d{i}", [rng.randrange(vocab) for _ in range(500)], long)
         for _ in range(40):
             engine.step()
         engine.step_trace.clear()
@@ -77,24 +88,11 @@ def run_variant(name: str, model: str, decodes: int, prompt: int, rounds: int) -
 
 
 def split_sweep(model: str, decodes: int, prompt: int, context: int, rounds: int) -> dict:
-    import random
-
-    from cadence.core.config import CacheConfig, SchedulerConfig
     from cadence.core.sampling_params import SamplingParams
-    from cadence.engine.config import EngineConfig, ModelLoadConfig
-    from cadence.engine.llm_engine import LLMEngine
     from cadence.runtime.attention import vattention
 
-    engine = LLMEngine(EngineConfig(
-        load=ModelLoadConfig(model=model, load_format="dummy"),
-        scheduler=SchedulerConfig(policy="sarathi", max_num_seqs=256, max_num_batched_tokens=2048,
-                                  max_model_len=16384),
-        cache=CacheConfig(enable_prefix_caching=False)))
-    rng = random.Random(0)
+    engine, rng = engine_with_decodes(model, decodes, context, 4000, 16384)
     vocab = engine.model_config.vocab_size
-    long = SamplingParams(max_tokens=4000, temperature=0.0, ignore_eos=True)
-    for i in range(decodes):
-        engine.add_request(f"d{i}", [rng.randrange(vocab) for _ in range(context)], long)
     while any(r.num_computed_tokens < r.num_prompt_tokens for r in engine.scheduler.running) or engine.scheduler.waiting:
         engine.step()
     for _ in range(10):
@@ -102,7 +100,9 @@ def split_sweep(model: str, decodes: int, prompt: int, context: int, rounds: int
     one = SamplingParams(max_tokens=2, temperature=0.0, ignore_eos=True)
     times: dict[str, list[float]] = {"split": [], "one_call": []}
     backend = engine.runner.attention
-    assert isinstance(backend, vattention.VAttentionBackend)
+    if not isinstance(backend, vattention.VAttentionBackend):
+        engine.shutdown()
+        raise ValueError(f"the split sweep needs the vattention backend (a CUDA GPU), not {backend.name}")
     saved = backend.split_min_context
     try:
         for r in range(2 * rounds):
