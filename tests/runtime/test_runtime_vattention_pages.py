@@ -20,6 +20,7 @@ from cadence.core.scheduler import make_scheduler
 from cadence.models.config import ModelConfig
 from cadence.models.loader import load_model
 from cadence.runtime.attention import flash
+from cadence.runtime.attention import slot_pages as sp
 from cadence.runtime.attention import vattention as va
 from cadence.runtime.attention.torch_ref import TorchAttentionBackend
 from cadence.runtime.step_batch import build_step_batch
@@ -112,8 +113,8 @@ def fake_backend(monkeypatch):
     monkeypatch.setattr(va.VAttentionBackend, "_reserve", lambda self, n: FakeVM(n))
     monkeypatch.setattr(va, "flash_varlen", sdpa_varlen)
     monkeypatch.setattr(flash, "flash_varlen", sdpa_varlen)  # under flash_decode
-    monkeypatch.setattr(va, "NUM_SPARES", 3)  # few spares: exercise running out of them
-    monkeypatch.setattr(va, "NUM_PREMAP", 4)
+    monkeypatch.setattr(sp, "NUM_SPARES", 3)  # few spares: exercise running out of them
+    monkeypatch.setattr(sp, "NUM_PREMAP", 4)
 
 
 def config() -> ModelConfig:
@@ -238,14 +239,14 @@ def test_new_requests_first_chunk_takes_pages_mapped_ahead(fake_backend, monkeyp
     between looks at the step); a new request's first chunk then swaps them into its fresh blocks
     with no driver call on its step, while a prefix hit still maps the cached block's own page.
     Slots are handed out first-in, first-out, so the slot a request leaves is the last to be reused."""
-    monkeypatch.setattr(va, "NUM_SPARES", 8)
-    monkeypatch.setattr(va, "NUM_PREMAP", 6)
+    monkeypatch.setattr(sp, "NUM_SPARES", 8)
+    monkeypatch.setattr(sp, "NUM_PREMAP", 6)
     cfg, block = config(), 128
     kv = KVCacheManager(16, block, enable_prefix_caching=True)
     sched = make_scheduler(SchedulerConfig(policy="sarathi", max_num_batched_tokens=512, max_num_seqs=4), kv, MAX_LEN)
     backend = va.VAttentionBackend(cfg, 16, block, torch.float32, torch.device("cpu"), max_num_seqs=4,
                                    max_model_len=MAX_LEN)
-    assert backend.premap_blocks == 3 and va.IDLE_BATCH == 2
+    assert backend.premap_blocks == 3 and sp.IDLE_BATCH == 2
     assert backend.wants_idle_time()
     assert backend.idle_work(busy_for(0)) == 0  # the step is done already: nothing mapped
     for _ in range(3):  # two slots x 3 blocks, two pages a look

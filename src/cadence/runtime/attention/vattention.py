@@ -8,7 +8,8 @@ prefix sharing is the same physical page mapped into two slots, and a request ne
 than one block of its last page. Attention is PyTorch's flash kernel over the strided per-layer
 view with `seqused_k`; the kernel knows nothing of pages.
 
-Mapping costs driver calls (tens of microseconds a page), so it is kept off the step: once a step
+Mapping costs driver calls (tens of microseconds a page), so it is kept off the step (the page
+bookkeeping is `slot_pages.SlotPages`, a base of the backend): once a step
 is queued on the GPU, every request whose next token opens a new block gets a spare page mapped
 there ahead of time; when the core then hands it a fresh block, the block takes the spare's
 physical page (a bookkeeping swap, no driver call) and the block's old page becomes a spare. The
@@ -22,25 +23,19 @@ shutdown."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
 
 import torch
 
 from cadence.models.config import ModelConfig
 from cadence.runtime import kernels
+from cadence.runtime.attention import slot_pages
 from cadence.runtime.attention.base import AttentionBackend, StepAttention
 from cadence.runtime.attention.flash import DecodeKernel, decode_kernel, flash_varlen
+from cadence.runtime.attention.slot_pages import SlotPages
 from cadence.runtime.step_batch import StepBatch
 from cadence.runtime.vmm import PAGE_SIZE, VirtualMemory, VMMError
 
 logger = logging.getLogger("cadence.vattention")
-NUM_SPARES = 256  # pages to map ahead: a block per decoding request, the next chunk of prefills
-# Blocks mapped ahead at the next free slots for new requests' first chunks (2,048 tokens a slot at
-# 16 tokens a block, two slots). Each is an unmap and a map (~65 us on the H100), done in the host's
-# wait for a step (idle_work), IDLE_BATCH pages between two looks at whether the step is done.
-NUM_PREMAP = 256
-PREMAP_SLOTS = 2
-IDLE_BATCH = 2
 # A mixed step attends its decodes apart from its prefill chunks (_mixed_attention) only when one of
 # them has at least `split_min_context` tokens: the split costs a second kernel call a layer, host
 # time that small models' mixed steps (bound by the host's launches) pay in full and only long
@@ -99,7 +94,9 @@ def pages_per_block(config: ModelConfig, block_size: int, dtype: torch.dtype) ->
     return block_size * stride // PAGE_SIZE
 
 
-class VAttentionBackend(AttentionBackend):
+class VAttentionBackend(SlotPages, AttentionBackend):
+    """The layout and the attention calls; the pages behind the slots are SlotPages' (slot_pages.py)."""
+
     name = "vattention"
     supports_cuda_graphs = True
 
@@ -109,7 +106,7 @@ class VAttentionBackend(AttentionBackend):
 
     @classmethod
     def fixed_overhead_bytes(cls, config: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
-        return (NUM_SPARES + NUM_PREMAP + 1) * pages_per_block(config, block_size, dtype) * PAGE_SIZE
+        return (slot_pages.spare_blocks() + 1) * pages_per_block(config, block_size, dtype) * PAGE_SIZE
 
     @staticmethod
     def _check_device(device: torch.device) -> None:
@@ -149,23 +146,7 @@ class VAttentionBackend(AttentionBackend):
         # Slot 0 is scratch: padded rows of graphed decodes write there, and its first page stays
         # mapped so the range's base address is valid memory (Triton checks pointers it is given).
         self.scratch_slot = 0
-        # physical pages: block b owns block_pages[b] (it may trade them with a spare, see above)
-        pages = self.vm.create_pages(num_blocks * self.ppb)
-        self.block_pages = [pages[b * self.ppb:(b + 1) * self.ppb] for b in range(num_blocks)]
-        spare = self.vm.create_pages((NUM_SPARES + NUM_PREMAP) * self.ppb)
-        self.spares = [spare[i * self.ppb:(i + 1) * self.ppb] for i in range(NUM_SPARES + NUM_PREMAP)]
-        self.scratch_pages = self.vm.create_pages(self.ppb)
-        for i, page in enumerate(self.scratch_pages):
-            self.vm.map(self.scratch_slot * self.slot_bytes + i * PAGE_SIZE, page)
-        self.premapped: dict[tuple[int, int], list[int]] = {}  # (slot, block position) -> spare pages
-        self._pending: list[tuple[int, int]] = []  # maps gathered over a pass, issued by _flush_maps
-        self._premap_done: set[int] = set()  # free slots whose first chunk is mapped ahead
-        self.premap_blocks = min(NUM_PREMAP // PREMAP_SLOTS, -(-self.max_ctx // block_size))
-        self.free_slots = list(range(num_slots, 0, -1))
-        self._resting: list[int] = []
-        self.slot_of: dict[str, int] = {}
-        self.checked: dict[str, int] = {}  # blocks known to be mapped right, per request
-        self.num_swaps = 0
+        self._init_pages(num_blocks, num_slots)
         # the range as [slot, token, K/V, layer, head, dim], and per layer flat [slot*token, head, dim] views
         se = self.stride_bytes // itemsize
         flat = self.vm.tensor().view(dtype)
@@ -180,142 +161,6 @@ class VAttentionBackend(AttentionBackend):
         self.graph_meta[0] = torch.arange(n + 1, dtype=torch.int32, device=device)
         self._decode_kernels: dict[int, DecodeKernel] = {}  # per row count (see flash.decode_kernel)
         self.split_min_context = split_min_context(config)
-
-    # -- pages ---------------------------------------------------------------------------------
-    def _offset(self, slot: int, block_pos: int, i: int = 0) -> int:
-        return slot * self.slot_bytes + (block_pos * self.ppb + i) * PAGE_SIZE
-
-    def _place(self, slot: int, pos: int, pages: list[int]) -> None:
-        """Make block position `pos` of `slot` show `pages`, remapping only what differs."""
-        spare = self.premapped.pop((slot, pos), None)
-        if spare is not None:
-            self.spares.append(spare)
-        self._remap(slot, pos, pages)
-
-    def _remap(self, slot: int, pos: int, pages: list[int]) -> None:
-        """Queue the maps that make block position `pos` of `slot` show `pages` (unmapping what
-        differs now; the maps go to the driver in one batch at the next flush)."""
-        for i, page in enumerate(pages):
-            off = self._offset(slot, pos, i)
-            cur = self.vm.mapped_page(off)
-            if cur == page:
-                continue
-            if cur is not None:
-                self.vm.unmap(off)
-            self._pending.append((off, page))
-
-    def _ensure_mapped(self, rid: str, slot: int, blocks: list, start: int) -> None:
-        bs = self.block_size
-        for j in range(self.checked.get(rid, 0), len(blocks)):
-            b = blocks[j].block_id
-            want = self.block_pages[b]
-            if all(self.vm.mapped_page(self._offset(slot, j, i)) == p for i, p in enumerate(want)):
-                self.premapped.pop((slot, j), None)
-                continue
-            spare = self.premapped.get((slot, j))
-            if spare is not None and j * bs >= start:
-                # a fresh block: its content does not matter, so it takes the pre-mapped page
-                del self.premapped[(slot, j)]
-                self.block_pages[b] = spare
-                self.spares.append(want)
-                self.num_swaps += 1
-                continue
-            self._place(slot, j, want)
-        self.checked[rid] = len(blocks)
-
-    def _flush_maps(self) -> None:
-        if self._pending:
-            self.vm.map_many(self._pending)
-            self._pending = []
-
-    def after_launch(self, batch: StepBatch) -> None:
-        self._map_ahead(batch)
-        self._flush_maps()
-
-    def _map_ahead(self, batch: StepBatch) -> None:
-        """Map spare pages where each request's next tokens will go: the block its next decode
-        opens, or the blocks of its prefill's next chunk (up to 32 blocks ahead)."""
-        bs, kv = self.block_size, batch.kv
-        if kv is None:
-            return
-        for rid, ctx, known in zip(batch.request_ids, batch.context_lens, batch.known_lens, strict=True):
-            if not self.spares:
-                return
-            if known <= ctx and ctx % bs:
-                continue  # a decode whose next token lands in a block it already has
-            slot = self.slot_of.get(rid)
-            blocks = kv.req_blocks.get(rid)
-            if slot is None or blocks is None:
-                continue
-            last = min(max(known, ctx + 1), self.max_ctx) - 1  # last position the next steps compute
-            for pos in range(len(blocks), min(last // bs + 1, len(blocks) + 32)):
-                if (slot, pos) in self.premapped:
-                    continue
-                if not self.spares:
-                    return
-                pages = self.spares.pop()
-                self._remap(slot, pos, pages)
-                self.premapped[(slot, pos)] = pages
-
-    def wants_idle_time(self) -> bool:
-        """Whether idle_work has pages to map: one of the next free slots is not mapped ahead yet
-        and spares are left beyond half of NUM_SPARES (kept for running requests' next blocks)."""
-        return len(self.spares) > NUM_SPARES // 2 and any(
-            s not in self._premap_done for s in self.free_slots[-1:-PREMAP_SLOTS - 1:-1])
-
-    def idle_work(self, busy: Callable[[], bool]) -> int:
-        """While `busy()` (the GPU still runs a step): map spares at the first `premap_blocks`
-        positions of the next PREMAP_SLOTS free slots (free_slots hands out from its end), IDLE_BATCH
-        pages between two calls of `busy`. Returns the pages mapped."""
-        done = 0
-        for slot in self.free_slots[-1:-PREMAP_SLOTS - 1:-1]:
-            if slot in self._premap_done:
-                continue
-            for pos in range(self.premap_blocks):
-                if (slot, pos) in self.premapped:
-                    continue
-                if len(self.spares) <= NUM_SPARES // 2:
-                    self._flush_maps()
-                    return done
-                if done % IDLE_BATCH == 0:
-                    self._flush_maps()
-                    if not busy():
-                        return done
-                pages = self.spares.pop()
-                self._remap(slot, pos, pages)
-                self.premapped[(slot, pos)] = pages
-                done += self.ppb
-            self._premap_done.add(slot)
-        self._flush_maps()
-        return done
-
-    def free_requests(self, request_ids: Iterable[str]) -> None:
-        # With overlapping steps the step in flight may still write an ended request's slot, and the
-        # slot's next tenant could remap its pages under it: a slot rests for one step first (the
-        # engine has waited for that step's tokens before it launches the one after).
-        # Free slots are handed out from the end of free_slots and join at its front (first in, first
-        # out), so the next ones out have had time to get pages mapped ahead (idle_work).
-        if self.defer_reuse:
-            self.free_slots[:0] = self._resting
-            self._resting = []
-        for rid in request_ids:
-            slot = self.slot_of.pop(rid, None)
-            self.checked.pop(rid, None)
-            if slot is not None:  # mappings stay: the next tenant may reuse the pages
-                if self.defer_reuse:
-                    self._resting.append(slot)
-                else:
-                    self.free_slots.insert(0, slot)
-
-    def _slot(self, rid: str) -> int:
-        slot = self.slot_of.get(rid)
-        if slot is None:
-            if not self.free_slots:
-                raise RuntimeError(f"vattention has {self.num_slots} request slots and all are in use; "
-                                   f"lower max_num_seqs")
-            slot = self.slot_of[rid] = self.free_slots.pop()
-            self._premap_done.discard(slot)
-        return slot
 
     # -- attention -----------------------------------------------------------------------------
     def _attention(self, write_idx: torch.Tensor, cu_q: torch.Tensor, cu_k: torch.Tensor,
@@ -372,19 +217,6 @@ class VAttentionBackend(AttentionBackend):
             kernel = decode_kernel(rows, c.num_heads, c.num_kv_heads, self.scale, self.device)
             self._decode_kernels[rows] = kernel
         return kernel
-
-    def _slots_of(self, batch: StepBatch) -> list[int]:
-        kv = batch.kv
-        assert kv is not None, "vattention needs the KV manager's block lists"
-        slots = []
-        for rid, ctx, q in zip(batch.request_ids, batch.context_lens, batch.query_lens, strict=True):
-            slot = self._slot(rid)
-            blocks = kv.req_blocks[rid]
-            if self.checked.get(rid, 0) < len(blocks):
-                self._ensure_mapped(rid, slot, blocks, ctx - q)
-            slots.append(slot)
-        self._flush_maps()
-        return slots
 
     def bind(self, batch: StepBatch) -> StepAttention:
         slots = self._slots_of(batch)
@@ -453,30 +285,6 @@ class VAttentionBackend(AttentionBackend):
         return {"requests": len(context_lens), "mapped_bytes": mapped, "kv_bytes": used,
                 "tail_waste": (mapped - rows) / mapped, "row_padding": (rows - used) / mapped,
                 "waste_pages_per_request": (mapped - rows) / PAGE_SIZE / len(context_lens)}
-
-    def page_accounting(self) -> dict[str, int]:
-        """Every physical page is a block's, a spare (free or mapped ahead), or the scratch page."""
-        owned = [p for pages in self.block_pages for p in pages]
-        spare = [p for pages in self.spares for p in pages]
-        ahead = [p for pages in self.premapped.values() for p in pages]
-        every = owned + spare + ahead + self.scratch_pages
-        return {"pages": self.vm.num_pages, "accounted": len(every), "distinct": len(set(every)),
-                "mappings": self.vm.num_mappings, "maps": self.vm.stats.maps, "unmaps": self.vm.stats.unmaps,
-                "swaps": self.num_swaps}
-
-    def trim(self) -> None:
-        """Unmap everything no live request uses (idle time; tests use it to count leaks)."""
-        live: set[int] = set()
-        for slot in self.slot_of.values():
-            live.update(range(slot * self.slot_bytes, (slot + 1) * self.slot_bytes, PAGE_SIZE))
-        live.update(self._offset(self.scratch_slot, 0, i) for i in range(self.ppb))
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        for off in [o for o in list(self.vm._mapped) if o not in live]:
-            self.vm.unmap(off)
-        for key in [k for k in self.premapped if k[0] not in self.slot_of.values()]:
-            self.spares.append(self.premapped.pop(key))
-        self._premap_done.clear()
 
     def release(self) -> None:
         vm = getattr(self, "vm", None)
