@@ -9,9 +9,10 @@ Two halves, so the GPU only runs what needs it:
       (prompt tokens, output tokens, arrival offset) so the simulator sees exactly the requests and
       arrival times the server saw, simulate it with `cadence sim` from the model's measured H100
       profile, and compare P50 TTFT, P50 TBT, P99 TBT and output throughput (target: each within 5%).
-  probe (GPU machine): a calibration run, not a fidelity point: short requests far apart on an idle
-      server, whose bench results and step trace give the request's way in and out
-      (`cadence profile --request-probe`).
+  probe (GPU machine): calibration runs, not fidelity points: short requests far apart on an idle
+      server, whose bench results and step trace give the request's way in and out (`cadence
+      profile --request-probe`), then a closed loop of clients whose step trace gives a serving
+      engine's host time per step (`--host-trace`).
 
     python benchmarks/sim_fidelity.py measure --point llama3-8b:sarathi:4 --requests 200 --out $OUT/fid
     python benchmarks/sim_fidelity.py compare --runs benchmarks/results/sim_fidelity_runs
@@ -147,8 +148,8 @@ def main() -> None:
     m.add_argument("--out", type=Path, default=RESULTS / "sim_fidelity_runs")
     m.add_argument("--serve-arg", action="append", default=[], help="extra argument for cadence serve")
     m.add_argument("--tag", default="", help="suffix of the run's folder name (e.g. the serve args' meaning)")
-    p = sub.add_parser("probe", help="the request path on an idle server (GPU): a run a model for "
-                       "`cadence profile --request-probe`")
+    p = sub.add_parser("probe", help="calibration runs on the GPU, per model: an idle server (for `cadence "
+                       "profile --request-probe`) and a loaded one (for `--host-trace`)")
     p.add_argument("--model", action="append", required=True)
     p.add_argument("--requests", type=int, default=40)
     p.add_argument("--rate", type=float, default=5.0, help="constant arrivals, far apart enough to find the engine idle")
