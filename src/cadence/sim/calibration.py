@@ -83,6 +83,14 @@ def _bin(x: float) -> int:
     return 0 if x <= 0 else round(2 ** (round(math.log2(x) * 4) / 4))
 
 
+def _loop_gap(rows: list[dict[str, float]], i: int) -> float | None:
+    """The serving loop's time between step i's end and the next step's start (None after the last)."""
+    if i + 1 >= len(rows):
+        return None
+    r = rows[i]
+    return rows[i + 1]["start"] - r["start"] - (r["schedule_s"] + r["prepare_s"] + r["execute_s"] + r["update_s"])
+
+
 def add_served_points(profile: Profile, traces: Iterable[str | Path],
                       host_traces: Iterable[str | Path] = ()) -> dict[str, int]:
     """Append `served_decode`, `served_host`, `served_eager` and `served_prefill` points from step
@@ -106,8 +114,7 @@ def add_served_points(profile: Profile, traces: Iterable[str | Path],
             b = int(r["num_seqs"])
             if b == 0 or r.get("overlapped"):  # an overlapped step's execute_s is its launch only
                 continue
-            gap = rows[i + 1]["start"] - r["start"] - (r["schedule_s"] + r["prepare_s"] + r["execute_s"]
-                                                         + r["update_s"]) if i + 1 < len(rows) else None
+            gap = _loop_gap(rows, i)
             if gap is None or gap > MAX_LOOP_GAP_S or gap < 0:
                 continue  # the last step, or the engine went idle after it
             host = r["schedule_s"] + r["prepare_s"] + r["update_s"] + gap
@@ -171,8 +178,7 @@ def request_path_points(profile: Profile, requests_csv: str | Path, trace: str |
     steps = read_step_trace(trace)
     first = [steps[i + 1]["start"] - r["start"] for i, r in enumerate(steps[:-1])
              if r["num_seqs"] == 1 and r["num_decodes"] == 0 and r["num_prefill_tokens"] > 0
-             and steps[i + 1]["start"] - r["start"] - (r["schedule_s"] + r["prepare_s"] + r["execute_s"]
-                                                       + r["update_s"]) <= MAX_LOOP_GAP_S]
+             and _loop_gap(steps, i) <= MAX_LOOP_GAP_S]
     if not first:
         raise SimInputError(f"step trace {trace} holds no lone prefill step followed by another step")
     d_in = max(0.0, statistics.median(send_in))

@@ -21,6 +21,12 @@ from cadence.sim.served_decode import ServedDecodeModel
 from cadence.sim.shapes import DTYPE_BYTES, model_config, shard
 
 
+def _median_time(by_op: dict, op: str) -> float:
+    """The median time of an optional operator's points (0 when the profile has none)."""
+    points = by_op.get(op)
+    return statistics.median(p.time_s for p in points) if points else 0.0
+
+
 @dataclass(frozen=True)
 class Coverage:
     max_tokens: int
@@ -97,15 +103,12 @@ class StepTimePredictor:
         self.served_decode = ServedDecodeModel(by_op["served_decode"]) if by_op.get("served_decode") else None
         self.served_host = fit_linear("served_host", by_op["served_host"]).coef if by_op.get("served_host") else None
         # the eager floor: a step with prefill tokens takes at least the host's eager launch time
-        eager = by_op.get("served_eager")
-        self.eager_floor = statistics.median(p.time_s for p in eager) if eager else 0.0
+        self.eager_floor = _median_time(by_op, "served_eager")
         # a piecewise-graphed step with prefill, as replayed: its bucket's dense part (less attention)
         self.served_prefill = fit_interp("served_prefill", by_op["served_prefill"]) if by_op.get("served_prefill") else None
         # the request's way in (client -> engine) and its tokens' way out (engine -> client)
-        self.request_in_s = statistics.median(p.time_s for p in by_op.get("served_request_in", [])) \
-            if by_op.get("served_request_in") else 0.0
-        self.request_out_s = statistics.median(p.time_s for p in by_op.get("served_request_out", [])) \
-            if by_op.get("served_request_out") else 0.0
+        self.request_in_s = _median_time(by_op, "served_request_in")
+        self.request_out_s = _median_time(by_op, "served_request_out")
         if self.served_decode is not None and pp > 1:
             raise SimInputError("a served-step calibration describes a whole replica; it cannot be split into "
                                 "pipeline stages (use an uncalibrated profile with pp > 1)")

@@ -135,22 +135,30 @@ class SlotPages:
                     continue
                 if not self.spares:
                     return
-                pages = self.spares.pop()
-                self._remap(slot, pos, pages)
-                self.premapped[(slot, pos)] = pages
+                self._premap(slot, pos)
+
+    def _premap(self, slot: int, pos: int) -> None:
+        """Map a spare at block position `pos` of `slot`, where a fresh block can take it."""
+        pages = self.spares.pop()
+        self._remap(slot, pos, pages)
+        self.premapped[(slot, pos)] = pages
+
+    def _next_free_slots(self) -> list[int]:
+        """The free slots the next new requests will take, first one first."""
+        return self.free_slots[-1:-PREMAP_SLOTS - 1:-1]
 
     def wants_idle_time(self) -> bool:
         """Whether idle_work has pages to map: one of the next free slots is not mapped ahead yet
         and spares are left beyond half of NUM_SPARES (kept for running requests' next blocks)."""
         return len(self.spares) > NUM_SPARES // 2 and any(
-            s not in self._premap_done for s in self.free_slots[-1:-PREMAP_SLOTS - 1:-1])
+            s not in self._premap_done for s in self._next_free_slots())
 
     def idle_work(self, busy: Callable[[], bool]) -> int:
         """While `busy()` (the GPU still runs a step): map spares at the first `premap_blocks`
         positions of the next PREMAP_SLOTS free slots (free_slots hands out from its end), IDLE_BATCH
         pages between two calls of `busy`. Returns the pages mapped."""
         done = 0
-        for slot in self.free_slots[-1:-PREMAP_SLOTS - 1:-1]:
+        for slot in self._next_free_slots():
             if slot in self._premap_done:
                 continue
             for pos in range(self.premap_blocks):
@@ -163,9 +171,7 @@ class SlotPages:
                     self._flush_maps()
                     if not busy():
                         return done
-                pages = self.spares.pop()
-                self._remap(slot, pos, pages)
-                self.premapped[(slot, pos)] = pages
+                self._premap(slot, pos)
                 done += self.ppb
             self._premap_done.add(slot)
         self._flush_maps()
