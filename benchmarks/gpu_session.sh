@@ -74,5 +74,17 @@ case "${1:?which step}" in
     python benchmarks/capacity_study.py --out "$OUT/cap3" --policies "${POLICY:-sarathi-512}" --workloads W3 \
       --requests-w3 30 --budget-s "${BUDGET_S:-420}" --precision 0.25 --name "capacity_w3_${POLICY:-sarathi-512}"
     tar czf "$OUT/cap_w3_${POLICY:-sarathi-512}.tgz" -C "$OUT" cap3 && rm -rf "$OUT/cap3" ;;
+  h200)      # first call on an H200: the GPU suite, W1 serial and async, a llama decode-step profile (~7 min)
+    nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv > "$OUT/gpu.txt" || true
+    python -m pytest -q tests/runtime -m gpu > "$OUT/gpu_tests.log" 2>&1 || true
+    tail -5 "$OUT/gpu_tests.log"
+    python benchmarks/throughput.py --async-scheduling both --out "$OUT/throughput_w1_async.json"
+    python benchmarks/profile_decode.py --model llama3-8b > "$OUT/profile_decode_llama.txt" 2>&1 || true
+    tail -40 "$OUT/profile_decode_llama.txt" ;;
+  triton)    # the Triton decode kernel: variants and configs against flash, the GPU suite, W1 serial and async (~8 min)
+    python benchmarks/triton_decode.py --out "$OUT/triton_decode.json" 2>&1 | tee "$OUT/triton_decode.txt"
+    python -m pytest -q tests/runtime -m gpu > "$OUT/gpu_tests.log" 2>&1 || true
+    tail -5 "$OUT/gpu_tests.log"
+    python benchmarks/throughput.py --async-scheduling both --out "$OUT/throughput_w1_async.json" | tail -6 ;;
   *) echo "unknown step $1" >&2; exit 2 ;;
 esac

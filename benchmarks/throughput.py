@@ -148,10 +148,10 @@ def floors_report(run: dict, hf: dict | None) -> dict:
     return out
 
 
-def make_engine(model: str, args, overlapped: bool = False) -> LLMEngine:
+def make_engine(model: str, args, overlapped: bool = False, decode_kernel: str | None = None) -> LLMEngine:
     cfg = EngineConfig(
         load=ModelLoadConfig(model=model, load_format="dummy", attention_backend=args.backend,
-                             piecewise_graphs=args.piecewise_graphs),
+                             piecewise_graphs=args.piecewise_graphs, decode_kernel=decode_kernel or args.decode_kernel),
         scheduler=SchedulerConfig(max_num_seqs=256, max_num_batched_tokens=args.budget, max_model_len=2048,
                                   async_scheduling=overlapped),
         cache=CacheConfig(gpu_memory_utilization=args.gpu_memory_utilization, enable_prefix_caching=True),
@@ -295,6 +295,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="CUDA graphs in pieces for steps with prefill tokens (the engine's --piecewise-graphs)")
     ap.add_argument("--async-scheduling", default="off", choices=("off", "on", "both"),
                     help="both: W1 with serial steps, then again with async scheduling, in the same process")
+    ap.add_argument("--decode-kernel", default="auto", choices=("auto", "triton", "flash"),
+                    help="the engine's --decode-kernel")
+    ap.add_argument("--peer-decode-kernel", default=None, choices=("triton", "flash"),
+                    help="also W1 (async if --async-scheduling is on or both) with this decode kernel, same process")
     ap.add_argument("--floors-from", default=None, metavar="JSON",
                     help="no GPU: compute both floors from this results file's ceilings and stop")
     ap.add_argument("--hf-from", default=None, metavar="JSON", help="with --floors-from: the HF comparison's results")
@@ -317,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
                               "hf_subset": HF_SUBSET},
                  "settings": {"backend": args.backend, "max_num_batched_tokens": args.budget, "max_num_seqs": 256,
                               "gpu_memory_utilization": args.gpu_memory_utilization, "dtype": "bfloat16",
-                              "weights": "dummy", "piecewise_graphs": args.piecewise_graphs},
+                              "weights": "dummy", "piecewise_graphs": args.piecewise_graphs,
+                              "decode_kernel": args.decode_kernel},
                  "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     res["ceilings"] = ceilings()
     print(json.dumps(res, indent=1), flush=True)
@@ -354,6 +359,19 @@ def main(argv: list[str] | None = None) -> int:
             r["w1_async"] = run_cadence(engine, reqs, "w1a")
             r["w1_async"]["pct_of_floor"] = 100 * r["w1_async"]["out_tok_s"] / r["floor"]["floor_out_tok_s"]
             print(model, "W1 async", json.dumps(r["w1_async"]), flush=True)
+            if args.hf:
+                r["cadence_64_async"] = run_cadence(engine, reqs[:HF_SUBSET], "suba")
+            engine.shutdown()
+            del engine
+            torch.cuda.empty_cache()
+        if args.peer_decode_kernel and not args.skip_w1:  # the same W1 with the other decode kernel
+            overlapped = args.async_scheduling != "off"
+            engine = make_engine(model, args, overlapped=overlapped, decode_kernel=args.peer_decode_kernel)
+            run_cadence(engine, warm, "warm")
+            key = f"w1{'_async' if overlapped else ''}_{args.peer_decode_kernel}_decode"
+            r[key] = run_cadence(engine, reqs, "w1p")
+            r[key]["pct_of_floor"] = 100 * r[key]["out_tok_s"] / r["floor"]["floor_out_tok_s"]
+            print(model, key, json.dumps(r[key]), flush=True)
             engine.shutdown()
             del engine
             torch.cuda.empty_cache()
@@ -361,17 +379,20 @@ def main(argv: list[str] | None = None) -> int:
             r["hf_cb_64"] = run_hf(model, reqs[:HF_SUBSET], args.hf_timeout)
             if "out_tok_s" in r["hf_cb_64"]:
                 r["ratio_vs_hf_64"] = r["cadence_64"]["out_tok_s"] / r["hf_cb_64"]["out_tok_s"]
+                if "cadence_64_async" in r:
+                    r["ratio_vs_hf_64_async"] = r["cadence_64_async"]["out_tok_s"] / r["hf_cb_64"]["out_tok_s"]
         res[model] = r
         print(model, json.dumps(r, indent=1), flush=True)
-        for key in ("w1", "w1_async"):
-            if key in r:
-                rows.append((model + (" async" if key == "w1_async" else ""), r[key]["out_tok_s"],
-                             r["floor"]["floor_out_tok_s"], r[key]["pct_of_floor"], r.get("ratio_vs_hf_64")))
+        for key in [k for k in r if k.startswith("w1")]:
+            ratio = r.get("ratio_vs_hf_64_async" if key == "w1_async" else "ratio_vs_hf_64") if key in (
+                "w1", "w1_async") else None
+            rows.append((f"{model} {key[3:]}".strip(), r[key]["out_tok_s"], r["floor"]["floor_out_tok_s"],
+                         r[key]["pct_of_floor"], ratio))
         if args.out:
             Path(args.out).write_text(json.dumps(res, indent=1))
-    print(f"\n{'model':18} {'tok/s':>9} {'floor tok/s':>12} {'% floor':>8} {'x HF(64)':>9}")
+    print(f"\n{'model':34} {'tok/s':>9} {'floor tok/s':>12} {'% floor':>8} {'x HF(64)':>9}")
     for model, tps, fl, pct, ratio in rows:
-        print(f"{model:18} {tps:9.0f} {fl:12.0f} {pct:8.1f} {ratio if ratio else float('nan'):9.1f}")
+        print(f"{model:34} {tps:9.0f} {fl:12.0f} {pct:8.1f} {ratio if ratio else float('nan'):9.1f}")
     return 0
 
 

@@ -19,7 +19,7 @@ from cadence.core.sampling_params import SamplingParams
 from cadence.core.scheduler import make_scheduler
 from cadence.models.config import ModelConfig
 from cadence.models.loader import load_model
-from cadence.runtime.attention import flash
+from cadence.runtime.attention import decode, flash, triton_decode
 from cadence.runtime.attention import slot_pages as sp
 from cadence.runtime.attention import vattention as va
 from cadence.runtime.attention.torch_ref import TorchAttentionBackend
@@ -368,9 +368,27 @@ def test_decode_kernel_packs_heads_only_for_large_batches(monkeypatch, rows):
     k, v = data[:, 0], data[:, 1]
     q = torch.randn(rows, heads, D, generator=gen)
     cu_k = torch.cat([torch.randperm(rows, generator=gen) * slot, torch.tensor([rows * slot])]).to(torch.int32)
-    kernel = flash.decode_kernel(rows, heads, kv_heads, 0.25, torch.device("cpu"))
+    kernel = decode.decode_kernel(rows, heads, kv_heads, 0.25, torch.device("cpu"), slot)
     got = kernel(q, k, v, cu_k, ctx, slot)
-    assert calls == [2 if rows * kv_heads >= flash.PACKED_MIN_TILES else 1]
+    assert calls == [2 if rows * kv_heads >= decode.PACKED_MIN_TILES else 1]
     want = sdpa_varlen(q, k, v, torch.arange(rows + 1, dtype=torch.int32), cu_k, 1, slot, ctx, 0.25)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-    assert not flash.packs_query_heads(1000, 8, 8)  # no groups to pack
+    assert not decode.packs_query_heads(1000, 8, 8)  # no groups to pack
+
+
+def test_decode_kernel_choice_and_errors():
+    cpu = torch.device("cpu")
+    assert decode.resolve("auto", cpu) == "flash"  # no CUDA: PyTorch's kernel
+    assert decode.resolve("flash", cpu) == "flash"
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        decode.resolve("triton", cpu)
+    with pytest.raises(ValueError, match="one of auto, triton, flash"):
+        decode.resolve("fast", cpu)
+
+
+@pytest.mark.parametrize("rows,kv_heads,max_ctx,want", [
+    (256, 8, 2048, 1), (33, 8, 2048, 1), (32, 8, 2048, 2), (16, 8, 2048, 2), (8, 8, 2048, 4), (4, 8, 2048, 8),
+    (1, 8, 2048, 8), (1, 8, 16384, 32), (1, 2, 100000, 64), (2, 8, 100, 1), (3, 8, 17408, 8)])
+def test_triton_decode_splits(rows, kv_heads, max_ctx, want):
+    """Splits give two waves of programs over 132 SMs, none shorter than four 64-token tiles, a power of two."""
+    assert triton_decode.num_splits(rows, kv_heads, max_ctx, 132, 64) == want

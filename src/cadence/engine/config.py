@@ -26,6 +26,11 @@ class ModelLoadConfig:
         "help": "CUDA graphs also for steps with prefill tokens, captured in pieces around attention "
                 "(one GPU with CUDA graphs; a 512-token prefill step of llama3-8b on the H100: 31.5 -> 9.4 ms, "
                 "benchmarks/NOTES.md); --no-piecewise-graphs runs those steps eagerly"})
+    decode_kernel: str = field(default="auto", metadata={
+        "help": "decode attention of the vattention backend: triton (Triton kernel, grouped query heads a "
+                "program, long contexts split; on the H200 4.1 vs 2.3 TB/s of K/V at 256 requests, "
+                "benchmarks/NOTES.md), flash (PyTorch's flash kernel), auto (triton on CUDA where it imports)",
+        "choices": ("auto", "triton", "flash")})
     seed: int = field(default=0, metadata={"help": "seed for dummy weights and unseeded sampling"})
     served_model_name: str | None = field(default=None, metadata={"help": "model name shown by the API"})
 

@@ -148,7 +148,7 @@ class LLMEngine:
         runner = runner_cls(model, self.local_model_config, backend=backend, num_blocks=num_blocks,
                             block_size=block_size, dtype=self.dtype, device=self.device,
                             max_num_seqs=config.scheduler.max_num_seqs, max_model_len=self.max_model_len,
-                            async_steps=config.scheduler.async_scheduling,
+                            async_steps=config.scheduler.async_scheduling, decode_kernel=load.decode_kernel,
                             piecewise_max_tokens=config.scheduler.max_num_batched_tokens if self._piecewise() else 0)
         if self.tp is not None:
             runner.group = self.tp  # type: ignore[attr-defined]

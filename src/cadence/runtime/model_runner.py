@@ -49,7 +49,7 @@ class ModelRunner:
     def __init__(self, model: LlamaForCausalLM, config: ModelConfig, *, backend: str, num_blocks: int,
                  block_size: int, dtype: torch.dtype, device: torch.device, max_num_seqs: int = 256,
                  max_model_len: int | None = None, cuda_graphs: bool = True, async_steps: bool = False,
-                 piecewise_max_tokens: int = 0) -> None:
+                 piecewise_max_tokens: int = 0, decode_kernel: str = "auto") -> None:
         """`async_steps`: steps may be launched while the previous one runs (`launch`/`collect`).
         `piecewise_max_tokens`: capture piecewise graphs for steps with prefill tokens up to this
         many tokens (0: such steps run eagerly)."""
@@ -60,7 +60,7 @@ class ModelRunner:
         backend = usable_backend(backend, config, block_size, dtype)
         self.attention: AttentionBackend = backend_class(backend)(
             config, num_blocks, block_size, dtype, device, max_num_seqs=max_num_seqs, max_model_len=max_model_len,
-            defer_reuse=async_steps)
+            defer_reuse=async_steps, decode_kernel=decode_kernel)
         self.sampler = Sampler(device)
         self.graphs: DecodeGraphs | None = None
         if cuda_graphs and device.type == "cuda" and self.attention.supports_cuda_graphs:

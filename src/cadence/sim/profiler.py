@@ -205,10 +205,10 @@ def _profile_attention(prof, s, device, dtype, grid, timer, open_group, out_of_t
             q = torch.randn(b, s.heads, s.head_dim, device=device, dtype=dtype)
             k = torch.randn(b * c, s.kv_heads, s.head_dim, device=device, dtype=dtype)
             v = torch.randn_like(k)
-            if cuda:  # the engine's decode call (packed or one row a request, as vattention picks)
-                from cadence.runtime.attention.flash import decode_kernel
+            if cuda:  # the engine's decode call (Triton or flash, as vattention picks; splits for this context)
+                from cadence.runtime.attention.decode import decode_kernel
 
-                kern = decode_kernel(b, s.heads, s.kv_heads, scale, device)
+                kern = decode_kernel(b, s.heads, s.kv_heads, scale, device, c)
                 cu_k = torch.arange(b + 1, device=device, dtype=torch.int32) * c
                 used = torch.full((b,), c, device=device, dtype=torch.int32)
                 fn = (lambda q=q, k=k, v=v, kern=kern, cu_k=cu_k, used=used, c=c: kern(q, k, v, cu_k, used, c))

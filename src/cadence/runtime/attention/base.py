@@ -22,11 +22,13 @@ class AttentionBackend(abc.ABC):
 
     def __init__(self, config: ModelConfig, num_blocks: int, block_size: int, dtype: torch.dtype,
                  device: torch.device, *, max_num_seqs: int = 256, max_model_len: int | None = None,
-                 defer_reuse: bool = False) -> None:
+                 defer_reuse: bool = False, decode_kernel: str = "auto") -> None:
         """`defer_reuse`: steps overlap (async scheduling), so what a request held when it ended may
-        still be read by the step in flight: a backend that remaps memory must keep it one step more."""
+        still be read by the step in flight: a backend that remaps memory must keep it one step more.
+        `decode_kernel`: which decode attention a backend with a choice uses (attention/decode.py)."""
         self.config = config
         self.defer_reuse = defer_reuse
+        self.decode_kernel_kind = decode_kernel
         self.num_blocks = num_blocks
         self.block_size = block_size
         self.dtype = dtype

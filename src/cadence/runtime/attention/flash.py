@@ -1,8 +1,7 @@
-"""PyTorch's own flash attention (varlen, with `seqused_k`), the kernel both GPU backends call."""
+"""PyTorch's own flash attention (varlen, with `seqused_k`), the kernel both GPU backends call for
+prefills (and, with `--decode-kernel flash`, for decodes: see decode.py)."""
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import torch
 
@@ -18,34 +17,6 @@ def flash_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_q: torch.
         kwargs["block_table"] = block_table
     return torch.ops.aten._flash_attention_forward(q, k, v, cu_q, cu_k, max_q, max_k, 0.0, causal, False,
                                                    **kwargs)[0]
-
-
-# Below this many (request, KV head) tiles a decode batch leaves most of an H100's 132 SMs idle if
-# each tile walks its whole context, which is what packing does; one query row per request instead
-# lets the kernel take its own split-KV route for single-token queries (grouped heads swapped into
-# rows, the context split across blocks, merged inside the kernel). Measured on the H100
-# (decode_attention_h100.json): packed 3-13x slower at 1-8 requests of 3k-25k tokens, 0-6 % faster
-# from 32 requests x 8 KV heads up.
-PACKED_MIN_TILES = 256
-
-
-def packs_query_heads(rows: int, heads: int, kv_heads: int) -> bool:
-    """Whether a decode batch of `rows` requests takes grouped-query packing (`flash_decode`)."""
-    return heads > kv_heads and rows * kv_heads >= PACKED_MIN_TILES
-
-
-DecodeKernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
-
-
-def decode_kernel(rows: int, heads: int, kv_heads: int, scale: float, device: torch.device) -> DecodeKernel:
-    """Decode attention for batches of `rows` requests (one query token each): a callable
-    (q [rows, heads, D], k, v, cu_k, seqused_k, max_k) -> [rows, heads, D], keys as in
-    `flash_varlen`. Static per row count, so a CUDA graph can capture it."""
-    if packs_query_heads(rows, heads, kv_heads):
-        cu_q = packed_cu_q(rows, heads // kv_heads, device)
-        return lambda q, k, v, cu_k, used, max_k: flash_decode(q, k, v, cu_q, cu_k, max_k, used, scale)
-    cu_1 = torch.arange(rows + 1, dtype=torch.int32, device=device)
-    return lambda q, k, v, cu_k, used, max_k: flash_varlen(q, k, v, cu_1, cu_k, 1, max_k, used, scale)
 
 
 def packed_cu_q(max_batch: int, group: int, device: torch.device) -> torch.Tensor:

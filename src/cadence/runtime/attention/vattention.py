@@ -28,9 +28,10 @@ import torch
 
 from cadence.models.config import ModelConfig
 from cadence.runtime import kernels
-from cadence.runtime.attention import slot_pages
+from cadence.runtime.attention import decode, slot_pages
 from cadence.runtime.attention.base import AttentionBackend, StepAttention
-from cadence.runtime.attention.flash import DecodeKernel, decode_kernel, flash_varlen
+from cadence.runtime.attention.decode import DecodeKernel
+from cadence.runtime.attention.flash import flash_varlen
 from cadence.runtime.attention.slot_pages import SlotPages
 from cadence.runtime.step_batch import StepBatch
 from cadence.runtime.vmm import PAGE_SIZE, VirtualMemory, VMMError
@@ -159,7 +160,8 @@ class VAttentionBackend(SlotPages, AttentionBackend):
         n = self.max_num_seqs
         self.graph_meta = torch.zeros(3, n + 1, dtype=torch.int32, device=device)
         self.graph_meta[0] = torch.arange(n + 1, dtype=torch.int32, device=device)
-        self._decode_kernels: dict[int, DecodeKernel] = {}  # per row count (see flash.decode_kernel)
+        self.decode_kernel_kind = decode.resolve(self.decode_kernel_kind, device)
+        self._decode_kernels: dict[int, DecodeKernel] = {}  # per row count (see decode.decode_kernel)
         self.split_min_context = split_min_context(config)
 
     # -- attention -----------------------------------------------------------------------------
@@ -209,12 +211,12 @@ class VAttentionBackend(SlotPages, AttentionBackend):
         return attn
 
     def _decode_kernel(self, rows: int) -> DecodeKernel:
-        """Decode attention for `rows` requests: grouped query heads packed into rows for large
-        batches, one row a request (the kernel splits long contexts itself) for small ones."""
+        """Decode attention for `rows` requests (decode.decode_kernel: the Triton kernel, or flash)."""
         kernel = self._decode_kernels.get(rows)
         if kernel is None:
             c = self.config
-            kernel = decode_kernel(rows, c.num_heads, c.num_kv_heads, self.scale, self.device)
+            kernel = decode.decode_kernel(rows, c.num_heads, c.num_kv_heads, self.scale, self.device, self.max_ctx,
+                                          self.decode_kernel_kind)
             self._decode_kernels[rows] = kernel
         return kernel
 
