@@ -86,5 +86,12 @@ case "${1:?which step}" in
     python -m pytest -q tests/runtime -m gpu > "$OUT/gpu_tests.log" 2>&1 || true
     tail -5 "$OUT/gpu_tests.log"
     python benchmarks/throughput.py --async-scheduling both --out "$OUT/throughput_w1_async.json" | tail -6 ;;
+  w1-peer)   # the GPU suite, then W1 serial, async and async with flash decode, same process (~5 min)
+    python -m pytest -q tests/runtime -m gpu > "$OUT/gpu_tests.log" 2>&1 || true
+    tail -5 "$OUT/gpu_tests.log"
+    python benchmarks/throughput.py --async-scheduling both --peer-decode-kernel flash \
+      --out "$OUT/throughput_w1.json" | tail -8 ;;
+  hf64)      # the first 64 W1 requests: HF continuous batching and Cadence (serial and async), both shapes (~6 min)
+    python benchmarks/throughput.py --skip-w1 --hf --async-scheduling both --out "$OUT/throughput_hf64.json" | tail -8 ;;
   *) echo "unknown step $1" >&2; exit 2 ;;
 esac
