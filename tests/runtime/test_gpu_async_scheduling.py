@@ -32,9 +32,10 @@ def model_dir(tmp_path_factory):
     return str(folder)
 
 
-def run(model_dir: str, overlapped: bool, num_blocks: int) -> tuple[dict[str, list[int]], LLMEngine]:
+def run(model_dir: str, overlapped: bool, num_blocks: int, kernel: str) -> tuple[dict[str, list[int]], LLMEngine]:
     engine = LLMEngine(EngineConfig(
-        load=ModelLoadConfig(model=model_dir, load_format="dummy", attention_backend="vattention", seed=1),
+        load=ModelLoadConfig(model=model_dir, load_format="dummy", attention_backend="vattention", seed=1,
+                             decode_kernel=kernel),
         scheduler=SchedulerConfig(max_num_seqs=32, max_num_batched_tokens=512, max_model_len=1024,
                                   async_scheduling=overlapped),
         cache=CacheConfig(block_size=64, num_blocks=num_blocks)))
@@ -56,21 +57,24 @@ def run(model_dir: str, overlapped: bool, num_blocks: int) -> tuple[dict[str, li
     return got, engine
 
 
-@pytest.mark.parametrize("num_blocks", [400, 24])  # 24 blocks of 64 tokens: preemption
-def test_overlapped_steps_match_serial_steps_on_the_gpu(model_dir, num_blocks, monkeypatch):
+@pytest.mark.parametrize("num_blocks,kernel", [(400, "auto"), (24, "flash")])  # 24 blocks of 64 tokens: preemption
+def test_overlapped_steps_match_serial_steps_on_the_gpu(model_dir, num_blocks, kernel, monkeypatch):
     # Overlapped steps may batch requests differently from serial ones around a preemption (a
-    # preempted request waits for its in-flight token). Token equality then needs attention whose
-    # result for a request does not depend on its batch: every decode through one kernel (mixed steps
-    # attend their decodes apart from the prefill chunks) with no context splits (their count follows
-    # the row count) and, for flash, grouped heads packed (one tile per request and KV head; its
-    # single-row route splits contexts by batch size). Otherwise bf16 rounding moves with the batch
-    # and can flip a near-tie of these random weights (seen on the H100 and the H200).
-    monkeypatch.setattr(va, "SMALL_MODEL_SPLIT_MIN_CONTEXT", 0)
+    # preempted request waits for its in-flight token, and its recomputed prompt goes through the
+    # prefill kernel where its tokens first went through the decode kernel). Token equality then needs
+    # attention whose result for a request does not depend on its batch or on the step kind: flash
+    # for every step, grouped heads packed in decodes (one tile per request and KV head, the same
+    # arithmetic as its varlen prefill; its single-row route splits contexts by batch size), every
+    # mixed step's decodes in the varlen call. With the Triton decode kernel the recomputed tokens'
+    # bf16 rounding differs from their first pass and flips near-ties of these random weights (seen
+    # on the H200), so the preemption case runs flash; the other case runs the default kernel with
+    # splits off (their count follows the row count).
     monkeypatch.setattr(triton_decode, "num_splits", lambda *args: 1)
     monkeypatch.setattr(decode, "PACKED_MIN_TILES", 0)
-    serial, e1 = run(model_dir, False, num_blocks)
+    monkeypatch.setattr(va, "SMALL_MODEL_SPLIT_MIN_CONTEXT", 0 if kernel == "auto" else 1 << 30)
+    serial, e1 = run(model_dir, False, num_blocks, kernel)
     e1.shutdown()
-    overlapped, e2 = run(model_dir, True, num_blocks)
+    overlapped, e2 = run(model_dir, True, num_blocks, kernel)
     assert overlapped == serial
     assert e2.kv.num_free_blocks == e2.kv.num_blocks
     att = e2.runner.attention
