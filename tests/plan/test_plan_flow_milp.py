@@ -93,3 +93,19 @@ def test_balanced_flow_has_the_max_value_and_shares_slack_evenly() -> None:
     slice_ = 200.0 / 32  # balanced to within one slice of the A100s' capacity
     assert abs(flow.through("big-0") - 30.0) <= slice_ and abs(flow.through("big-1") - 30.0) <= slice_
     assert flow.through("small-0") == pytest.approx(30.0)
+
+
+def test_milp_lp_bound_counts_only_the_flow_a_fast_node_can_use() -> None:
+    # Two layers. "big" serves 1 layer at 1000 tokens/s or both at 100; "small" 1 layer at 10 or both at 5.
+    # By hand the optimum is 105: big [0,2) in parallel with small [0,2) (big [0,1) -> small [1,2) gives 10).
+    # The bare layer-work bound credits big with 1 x 1000 layer-tokens/s and small with 10: (1000 + 10) / 2 =
+    # 505. A node carries at most the whole flow F, so big adds at most max(min(1000, F), 2 min(100, F))
+    # and 2F <= 2 x 100 + 10: the LP bound falls to about 105.
+    model = ModelSpec("two", num_layers=2, hidden=1024, num_heads=8, num_kv_heads=8, intermediate=4096)
+    cluster = parse_cluster({"nodes": [{"name": "big", "gpu": "A100"}, {"name": "small", "gpu": "T4"}]})
+    tm = ThroughputModel(model, measured={("A100", 1): 1000.0, ("A100", 2): 100.0, ("T4", 1): 10.0, ("T4", 2): 5.0})
+    warm = Placement("warm", {"big": (0, 2)}, 2)
+    res = solve_milp(cluster, tm, warm, MilpConfig(time_limit_s=20, mip_gap=1e-6))
+    assert res.objective == pytest.approx(105.0, rel=1e-6)
+    assert 105.0 - 1e-6 <= res.lp_bound <= 110.0 + 1e-6
+    assert res.gap < 1e-3

@@ -6,7 +6,7 @@ from cadence.plan.cluster import parse_cluster
 from cadence.plan.model import get_model
 from cadence.plan.placement import Placement, max_flow
 from cadence.plan.router import IwrrRouter, SwarmRouter, iwrr_schedule
-from cadence.plan.simulator import SimConfig, simulate
+from cadence.plan.simulator import Request, SimConfig, pick_batch, simulate
 from cadence.plan.throughput import ThroughputModel
 
 
@@ -55,3 +55,17 @@ def test_swarm_router_avoids_dead_ends() -> None:
     placement = Placement("swarm", {"a": (0, 16), "d": (0, 8), "c": (16, 32)}, 32)
     router = SwarmRouter(placement)
     assert all(router.route(lambda n, k: True)[0][0] == "a" for _ in range(5))
+
+
+def test_pick_batch_fills_decodes_to_the_cap_beside_several_prompts() -> None:
+    prompts = [Request(rid=i, arrival=0.0, prompt=100, output=8) for i in range(3)]
+    decodes = [Request(rid=10 + i, arrival=0.0, prompt=100, output=8, generated=1) for i in range(10)]
+    queued = [(r, 0) for r in (*prompts, *decodes)]
+    items, rest = pick_batch(queued, prefill_budget=250, max_batch=4)
+    # two prompts fit the 250-token budget; four decode steps, however many prompts ride along
+    assert sum(r.generated == 0 for r, _ in items) == 2
+    assert sum(r.generated > 0 for r, _ in items) == 4
+    assert len(rest) == 1 + 6
+    # a prompt longer than the budget still runs alone
+    items, _ = pick_batch([(Request(rid=99, arrival=0.0, prompt=900, output=8), 0)], prefill_budget=250, max_batch=4)
+    assert len(items) == 1

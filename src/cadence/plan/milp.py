@@ -6,10 +6,15 @@ continuous flow f_uv and a binary switch d_uv. Constraints: f_uv <= cap_uv d_uv;
 <= sum_k cap_i(k) b_ik; flow conservation; a source link needs s_i = 0, a sink link needs
 e_i = s_i + sum_k k b_ik = L; a node-to-node link needs s_j = e_i (or, with partial inference,
 s_j <= e_i < e_j). Objective: maximize the flow out of the source.
-Two additions of ours that keep every integer solution: a layer-work cut (each token passes all L
-layers, a node with k layers serves at most k cap_i(k) layer-tokens/s, so L F <= sum k cap_i(k) b_ik),
-which makes the LP relaxation a useful bound; and s_i <= s_j for interchangeable nodes i < j
-(same GPUs, region and links), which removes symmetric copies of each solution from the search.
+Additions of ours that keep every integer solution:
+- Layer work, exactly: a node's inflow is split by layer count, x_ik <= cap_i(k) b_ik. Every unit of flow
+  is a path through nodes whose layer counts add up to L (at least L with partial inference), so
+  L F = sum_ik k x_ik (<= with partial inference). No node carries more than the whole flow:
+  sum_k x_ik <= F. Without the second row the LP relaxation may buy a fast node's capacity by the
+  fraction it uses (b_ik = F / cap_i(k)) and count all of it as layer work; with it, a node holding k
+  layers adds at most k min(cap_i(k), F), which is what an integer placement can use of it.
+- s_i <= s_j for interchangeable nodes i < j (same GPUs, region and links), which removes symmetric
+  copies of each solution from the search.
 """
 
 from __future__ import annotations
@@ -192,15 +197,19 @@ def solve_milp(cluster: Cluster, tm: ThroughputModel, warm: Placement, config: M
         coeffs.update({v: sign * k for k, v in hold[name].items()})
         return coeffs
 
+    total = {flow[e]: 1.0 for e in flow if e[0] == SOURCE}  # F, the objective
+    through: dict[str, dict[int, int]] = {}  # x_ik: node i's inflow while it holds k layers
     for n in nodes:
         i = n.name
         m.row(-np.inf, 1, {v: 1 for v in hold[i].values()})  # at most one layer count
         m.row(-np.inf, L, end_coeffs(i))  # ends inside the model
+        through[i] = {k: m.var(0, tm.capacity(n, k)) for k in hold[i]}
+        for k, x in through[i].items():
+            m.row(-np.inf, 0, {x: 1.0, hold[i][k]: -tm.capacity(n, k)})
         inflow = {flow[e]: 1.0 for e in flow if e[1] == i}
         outflow = {flow[e]: 1.0 for e in flow if e[0] == i}
-        cap = dict(inflow)
-        cap.update({v: -tm.capacity(n, k) for k, v in hold[i].items()})
-        m.row(-np.inf, 0, cap)
+        m.row(0, 0, {**inflow, **{x: -1.0 for x in through[i].values()}})
+        m.row(-np.inf, 0, {**{x: 1.0 for x in through[i].values()}, **{v: -1.0 for v in total}})
         cons = dict(inflow)
         for v in outflow:
             cons[v] = cons.get(v, 0.0) - 1.0
@@ -233,10 +242,10 @@ def solve_milp(cluster: Cluster, tm: ThroughputModel, warm: Placement, config: M
         for x in (a, b):
             if x in hold:
                 m.row(-np.inf, 0, {d: 1, **{v: -1 for v in hold[x].values()}})
-    cut = {flow[e]: float(L) for e in flow if e[0] == SOURCE}
-    for n in nodes:
-        cut.update({v: -k * tm.capacity(n, k) for k, v in hold[n.name].items()})
-    m.row(-np.inf, 0, cut)
+    work = {v: float(L) for v in total}
+    for i in through:
+        work.update({x: -float(k) for k, x in through[i].items()})
+    m.row(-np.inf if partial else 0, 0, work)  # L F = (<=) layer work done
     for g in groups:
         for x, y in zip(g, g[1:], strict=False):
             m.row(-np.inf, 0, {start[x]: 1, start[y]: -1})
@@ -256,6 +265,10 @@ def solve_milp(cluster: Cluster, tm: ThroughputModel, warm: Placement, config: M
         if e in flow:
             x0[flow[e]] = min(v, m.upper[flow[e]])
             x0[switch[e]] = 1
+    for i, xs in through.items():
+        s, e = warm.ranges.get(i, (0, 0))
+        if e > s:
+            x0[xs[e - s]] = sum(x0[flow[f]] for f in flow if f[1] == i)
 
     def highs(relax: bool) -> highspy.Highs:
         h = highspy.Highs()

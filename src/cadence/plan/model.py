@@ -49,6 +49,12 @@ class ModelSpec:
         return 2 * self.num_kv_heads * self.dim * 2.0
 
     @property
+    def activation_peak_bytes_per_token(self) -> float:
+        """Live activations per token in flight at a layer's MLP, its peak: residual stream and normed input
+        (2 x hidden) and gate, up and their product (3 x intermediate), 16-bit; buffers are reused across layers."""
+        return (2 * self.hidden + 3 * self.intermediate) * 2.0
+
+    @property
     def activation_bytes(self) -> float:
         """Bytes sent between pipeline stages per token (one hidden state, 16-bit)."""
         return self.hidden * 2.0

@@ -29,7 +29,6 @@ class SimConfig:
     warmup_s: float = field(default=10.0, metadata={"help": "seconds left out of the measurement"})
     arrival_rate: float = field(default=0.0, metadata={"help": "requests/s (Poisson); 0 = offline backlog"})
     seed: int = field(default=0, metadata={"help": "trace seed"})
-    prefill_budget: int = field(default=4096, metadata={"help": "most prompt tokens in one node iteration"})
     min_share: float = field(default=0.02, metadata={"help": "IWRR masks successors under this flow share"})
 
 
@@ -69,6 +68,26 @@ def _pct(values: list[float], q: float) -> float:
 
 
 ROUTINGS = ("iwrr", "swarm")
+
+
+def pick_batch(queued: list[tuple[Request, int]], prefill_budget: int,
+               max_batch: int) -> tuple[list[tuple[Request, int]], list[tuple[Request, int]]]:
+    """(this iteration, still queued): in queue order, prompts up to `prefill_budget` tokens (at least
+    one) and up to `max_batch` decode steps."""
+    items, rest, prefill, decodes = [], [], 0, 0
+    for r, hop in queued:
+        if r.generated == 0:
+            if prefill + r.prompt > prefill_budget and prefill > 0:
+                rest.append((r, hop))
+                continue
+            prefill += r.prompt
+        elif decodes >= max_batch:
+            rest.append((r, hop))
+            continue
+        else:
+            decodes += 1
+        items.append((r, hop))
+    return items, rest
 
 
 def default_routing(placement: Placement) -> str:
@@ -140,19 +159,7 @@ def simulate(cluster: Cluster, tm: ThroughputModel, placement: Placement, flow: 
             send(now, SOURCE, route[0][0], TOKEN_ID_BYTES * r.prompt, "node", (r, 0))
 
     def start_iteration(now: float, name: str) -> None:
-        items, q, prefill = [], queue[name], 0
-        rest = []
-        for r, hop in q:
-            if r.generated == 0:
-                if prefill + r.prompt > cfg.prefill_budget and prefill > 0:
-                    rest.append((r, hop))
-                    continue
-                prefill += r.prompt
-            elif len(items) - (prefill > 0) >= wc.max_batch:
-                rest.append((r, hop))
-                continue
-            items.append((r, hop))
-        queue[name] = rest
+        items, queue[name] = pick_batch(queue[name], wc.prefill_budget, wc.max_batch)
         layer_tokens = layer_ctx = 0.0
         for r, hop in items:
             _, s, e = r.route[hop]

@@ -3,7 +3,8 @@
 The same physics the simulator runs (`iteration_time`), reduced to one table per node type:
 
 - A node holding k of the model's L layers keeps R(k) requests resident: the KV cache (prompt +
-  output) of R(k) requests fits in the memory its weights leave.
+  output) of R(k) requests fits in the memory its weights, the runtime reserve and the activations of
+  its largest iteration (a full prefill budget plus a full decode batch) leave.
 - One decode iteration over a batch of b requests reads the k layers' weights and the batch's KV
   cache and does 2 FLOPs per parameter per token: T(b) = overhead + max(memory time, compute time).
   The overhead (`iteration_overhead_ms`) is paid per hop, however few layers the node holds.
@@ -47,8 +48,11 @@ class ThroughputConfig:
     """Memory split, batch cap and the average request the capacities are computed for."""
 
     weight_share: float = field(default=0.9, metadata={"help": "most a node's weights may take of its memory"})
-    reserve_share: float = field(default=0.05, metadata={"help": "memory kept for activations and runtime"})
+    reserve_share: float = field(default=0.05, metadata={"help": "memory kept for the runtime (CUDA context, workspaces)"})
     max_batch: int = field(default=256, metadata={"help": "most requests one node batches in a decode step"})
+    prefill_budget: int = field(
+        default=4096, metadata={"help": "most prompt tokens in one node iteration (sizes the activation memory too)"}
+    )
     prompt_tokens: int = field(default=512, metadata={"help": "average prompt length the plan is made for"})
     output_tokens: int = field(default=128, metadata={"help": "average output length the plan is made for"})
     tp_efficiency: float = field(default=0.9, metadata={"help": "scaling of a multi-GPU node's cards"})
@@ -64,8 +68,8 @@ class ThroughputConfig:
     def __post_init__(self) -> None:
         if not 0 < self.weight_share <= 1 or not 0 <= self.reserve_share < 1:
             raise PlanError("weight share must be in (0, 1] and reserve share in [0, 1)")
-        if self.max_batch < 1 or self.prompt_tokens < 1 or self.output_tokens < 1:
-            raise PlanError("max batch, prompt and output tokens must be positive")
+        if min(self.max_batch, self.prompt_tokens, self.output_tokens, self.prefill_budget) < 1:
+            raise PlanError("max batch, prefill budget, prompt and output tokens must be positive")
 
 
 def load_measured(path: str | Path) -> dict[tuple[str, int], float]:
@@ -113,8 +117,15 @@ class ThroughputModel:
         fit = int(self.config.weight_share * node.memory_bytes // self.model.layer_bytes)
         return max(0, min(fit, self.model.num_layers))
 
+    def activation_workspace_bytes(self) -> float:
+        """Activations of the largest iteration a node runs: a full prefill budget plus a full decode batch."""
+        return (self.config.prefill_budget + self.config.max_batch) * self.model.activation_peak_bytes_per_token
+
     def kv_budget_bytes(self, node: Node, layers: int) -> float:
-        usable = node.memory_bytes * (1 - self.config.reserve_share)
+        """Memory left for KV cache next to `layers` layers' weights, the runtime reserve and the activations."""
+        if layers <= 0:
+            return 0.0
+        usable = node.memory_bytes * (1 - self.config.reserve_share) - self.activation_workspace_bytes()
         return max(0.0, usable - layers * self.model.layer_bytes)
 
     def kv_bytes_per_request(self, layers: int, tokens: int | None = None) -> float:
