@@ -119,7 +119,8 @@ def main() -> None:
                   f"max rel err {worst:.1e}", flush=True)
             if worst > 1e-2:
                 print(f"  ERROR above 1e-2: {[(x['kernel'], x.get('splits'), x['rel_err']) for x in r['variants']]}")
-    result = {"benchmark": "triton_decode", **environment(), "rows": rows}
+    result = {"benchmark": "triton_decode", "device": torch.cuda.get_device_name(0), "torch": torch.__version__,
+              **environment(), "rows": rows}
     if args.out:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=1)
