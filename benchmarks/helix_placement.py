@@ -75,6 +75,9 @@ def main() -> None:
     ap.add_argument("--weight-share", type=float, default=0.9,
                     help="most of a node's memory its weights may take (the Helix artifact uses 0.5)")
     ap.add_argument("--partial-inference", action="store_true", help="let tokens enter a node mid-range (MILP option)")
+    ap.add_argument("--prompt-tokens", type=int, default=512,
+                    help="average prompt of the trace (the Helix artifact's Azure conversation trace: 750)")
+    ap.add_argument("--output-tokens", type=int, default=128, help="average output of the trace (artifact: 240)")
     ap.add_argument("--tag", default="", help="suffix of the result files")
     ap.add_argument("--cases", default="", help="comma-separated cluster:model pairs (default: all)")
     ap.add_argument("--sim-search-s", type=float, default=0.0,
@@ -85,7 +88,8 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     cases = [tuple(c.split(":")) for c in args.cases.split(",")] if args.cases else CASES
     for cluster_name, model_name in cases:
-        config = ThroughputConfig(weight_share=args.weight_share)
+        config = ThroughputConfig(weight_share=args.weight_share, prompt_tokens=args.prompt_tokens,
+                                  output_tokens=args.output_tokens)
         cluster, tm = load_cluster(cluster_name), ThroughputModel(get_model(model_name), config)
         limit = args.time_limit_42 if len(cluster.nodes) > 24 else args.time_limit
         t0 = time.perf_counter()
