@@ -7,7 +7,7 @@ from cadence.plan.model import get_model
 from cadence.plan.placement import Placement, max_flow
 from cadence.plan.router import IwrrRouter, SwarmRouter, iwrr_schedule
 from cadence.plan.simulator import Request, SimConfig, pick_batch, simulate
-from cadence.plan.throughput import ThroughputModel
+from cadence.plan.throughput import ThroughputConfig, ThroughputModel
 
 
 def test_iwrr_interleaves_by_weight() -> None:
@@ -69,3 +69,24 @@ def test_pick_batch_fills_decodes_to_the_cap_beside_several_prompts() -> None:
     # a prompt longer than the budget still runs alone
     items, _ = pick_batch([(Request(rid=99, arrival=0.0, prompt=900, output=8), 0)], prefill_budget=250, max_batch=4)
     assert len(items) == 1
+
+
+def test_plan_returns_nothing_that_simulates_worse_than_a_warm_start_it_scored() -> None:
+    from cadence.plan.milp import MilpConfig
+    from cadence.plan.placement import balanced_flow
+    from cadence.plan.planner import LATENCY_GRID, _candidates, plan
+
+    # a case where the MILP's own placement (started from the best start by max flow) simulated at 2862
+    # tokens/s while one of the starts it had scored reached 3108
+    cluster = parse_cluster({"nodes": [{"name": "a", "gpu": "A100"}, {"name": "l", "gpu": "L4"},
+                                       {"name": "t", "gpu": "T4", "replicas": 3}]})
+    tm = ThroughputModel(get_model("llama3-8b"), ThroughputConfig(weight_share=0.5))
+    sim = SimConfig(duration_s=60, warmup_s=30)
+    result = plan(cluster, tm, MilpConfig(time_limit_s=4), select_by=sim)
+    got = simulate(cluster, tm, result.milp.placement, result.milp.flow, sim, routing="iwrr").throughput
+    for lam in (-1.0, *LATENCY_GRID):
+        tml = tm.at_latency(lam)
+        for start in _candidates(cluster, tml, False)[1]:
+            flow = balanced_flow(cluster, start, tml)
+            if flow.value > 0:
+                assert got >= simulate(cluster, tm, start, flow, sim, routing="iwrr").throughput - 1e-9

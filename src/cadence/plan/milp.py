@@ -60,6 +60,7 @@ class MilpResult:
     num_vars: int
     num_binaries: int
     pruned_links: int
+    moved: bool = True  # the placement differs from the warm start (up to swapping interchangeable nodes)
 
 
 class _Model:
@@ -316,4 +317,5 @@ def solve_milp(cluster: Cluster, tm: ThroughputModel, warm: Placement, config: M
         gap=(dual - objective) / dual if dual > 0 else 0.0, status=status, solve_s=solve_s,
         warm_start=warm.method, warm_value=warm_flow.value, num_vars=len(m.cost),
         num_binaries=sum(m.integer) - len(start), pruned_links=dropped,
+        moved=canonical(placement, groups).ranges != warm.ranges,
     )

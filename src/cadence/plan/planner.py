@@ -47,7 +47,9 @@ def check_fits(cluster: Cluster, tm: ThroughputModel) -> None:
         )
 
 
-def _candidates(cluster: Cluster, tm: ThroughputModel, partial: bool) -> tuple[dict, Placement]:
+def _candidates(cluster: Cluster, tm: ThroughputModel, partial: bool) -> tuple[dict, list[Placement]]:
+    """The baselines under this capacity table, and the warm starts the MILP may begin from: the baselines
+    it can express and our mixed-chain heuristic."""
     baselines = {}
     for name, build in BASELINES.items():
         p = build(cluster, tm)
@@ -55,26 +57,26 @@ def _candidates(cluster: Cluster, tm: ThroughputModel, partial: bool) -> tuple[d
     candidates = [p for p, _ in baselines.values() if not p.partial_inference or partial]
     candidates.append(mixed_chains(cluster, tm))
     # a separate-pipelines start must drop its grouping: the MILP lets pipelines share
-    candidates = [Placement(p.method, p.ranges, p.num_layers, partial) for p in candidates]
-    warm = max(candidates, key=lambda p: max_flow(cluster, p, tm).value)
-    return baselines, warm
+    return baselines, [Placement(p.method, p.ranges, p.num_layers, partial) for p in candidates]
 
 
 def _score(cluster: Cluster, tm: ThroughputModel, placement: Placement, flow: FlowSolution,
-           sim: SimConfig | None) -> float:
+           sim: SimConfig | None, routing: str | None = None) -> float:
     """Simulated output tokens/s (the max flow itself when no simulation is asked for)."""
     if sim is None or flow.value <= 0:
         return flow.value
-    return simulate(cluster, tm, placement, flow, sim).throughput
+    return simulate(cluster, tm, placement, flow, sim, routing=routing).throughput
 
 
 def plan(cluster: Cluster, tm: ThroughputModel, config: MilpConfig | None = None,
          search_share: float = 0.1, budgets_tried: int = 2, select_by: SimConfig | None = SELECT_SIM) -> PlanResult:
     """Place the model. With no latency budget given (0), every budget of LATENCY_GRID (and none) gives a
     capacity table; baselines and our mixed-chain heuristic are built and scored under each. The score
-    is a short simulation (`select_by`; None scores by max flow): each baseline keeps its best budget,
-    and the `budgets_tried` budgets whose best warm start (by max flow) simulates best each get a short
-    local search and the Helix MILP, sharing the time limit. The MILP placement that simulates best wins."""
+    is a short simulation (`select_by`; None scores by max flow): each baseline keeps its best budget;
+    every warm-start candidate is scored as the MILP's placement runs (IWRR over its balanced flow), and
+    the best start of each of the `budgets_tried` best budgets gets a short local search and the Helix
+    MILP, sharing the time limit. The MILP placement that simulates best wins; where it simulates worse
+    than its start, the start is returned (`moved` False), as the max-flow fallback already did."""
     cfg = config or MilpConfig()
     check_fits(cluster, tm)
     budgets = [tm.config.latency_budget_s] if tm.config.latency_budget_s != 0 else [-1.0, *LATENCY_GRID]
@@ -85,23 +87,31 @@ def plan(cluster: Cluster, tm: ThroughputModel, config: MilpConfig | None = None
     t_score = time.perf_counter()
     for lam in budgets:
         tml = tm.at_latency(lam) if lam != tm.config.latency_budget_s else tm
-        base, warm = _candidates(cluster, tml, cfg.partial_inference)
+        base, starts = _candidates(cluster, tml, cfg.partial_inference)
         for name, (p, f) in base.items():
             score = _score(cluster, tm, p, f, select_by)
             if name not in baselines or score > baseline_scores[name]:
                 baselines[name], baseline_budgets[name], baseline_scores[name] = (p, f), lam, score
-        warm_flow = balanced_flow(cluster, warm, tml)
-        warms.append((_score(cluster, tm, warm, warm_flow, select_by), warm_flow.value, lam, tml, warm))
+        # the warm start is the candidate that scores best as the MILP's placement would run (IWRR over
+        # its balanced flow): under a table that mis-ranks placements, max flow alone picks poor starts
+        for warm in starts:
+            warm_flow = balanced_flow(cluster, warm, tml)
+            warms.append((_score(cluster, tm, warm, warm_flow, select_by, "iwrr"), warm_flow.value, lam, tml, warm))
     score_s = time.perf_counter() - t_score
     warms.sort(key=lambda w: (-w[0], -w[1]))
     if warms[0][1] <= 0:
         raise PlanError(f"no placement of {tm.model.name!r} carries any flow on {cluster.name!r}: "
                         "nodes that could hold the model cannot reach each other or the coordinator")
-    chosen = warms[:max(1, budgets_tried)]
+    chosen, seen = [], set()
+    for w in warms:  # the best start of each of the `budgets_tried` best budgets
+        if w[2] not in seen and len(chosen) < max(1, budgets_tried):
+            seen.add(w[2])
+            chosen.append(w)
     best: tuple[MilpResult, float, ThroughputModel, float] | None = None
     tried: dict[float, float] = {}
     search_total = 0.0
-    for _, _, lam, tml, warm in chosen:
+    for warm_score, _, lam, tml, warm in chosen:
+        first = warm
         share = cfg.time_limit_s / len(chosen)
         t0 = time.perf_counter()
         budget = share * search_share
@@ -114,7 +124,12 @@ def plan(cluster: Cluster, tm: ThroughputModel, config: MilpConfig | None = None
         remaining = MilpConfig(**{**cfg.__dict__, "time_limit_s": max(1.0, share - search_s)})
         result = solve_milp(cluster, tml, warm, remaining)
         result = replace(result, flow=balanced_flow(cluster, result.placement, tml))  # IWRR routes by it
-        score = _score(cluster, tm, result.placement, result.flow, select_by)
+        score = _score(cluster, tm, result.placement, result.flow, select_by, "iwrr")
+        if score < warm_score:  # by the planner's own score its start was better: return the start
+            start = Placement("helix-milp", first.ranges, first.num_layers, first.partial_inference)
+            result = replace(result, placement=start, flow=balanced_flow(cluster, start, tml), moved=False,
+                             warm_start=first.method)
+            score = warm_score
         tried[lam] = score
         if best is None or score > best[3]:
             best = (result, lam, tml, score)
