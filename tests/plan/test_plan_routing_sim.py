@@ -90,3 +90,16 @@ def test_plan_returns_nothing_that_simulates_worse_than_a_warm_start_it_scored()
             flow = balanced_flow(cluster, start, tml)
             if flow.value > 0:
                 assert got >= simulate(cluster, tm, start, flow, sim, routing="iwrr").throughput - 1e-9
+
+
+def test_max_in_flight_caps_admission() -> None:
+    # the Helix artifact runs its baselines offline with a fixed number of requests in flight
+    cluster = parse_cluster({"nodes": [{"name": "a", "gpu": "A100", "replicas": 2}]})
+    tm = ThroughputModel(get_model("llama3-8b"))
+    two = Placement("two", {"a-0": (0, 32), "a-1": (0, 32)}, 32)
+    flow = max_flow(cluster, two, tm)
+    free = simulate(cluster, tm, two, flow, SimConfig(duration_s=20, warmup_s=5))
+    capped = simulate(cluster, tm, two, flow, SimConfig(duration_s=20, warmup_s=5, max_in_flight=4))
+    # four requests in flight: about one decode step per round trip each, far below the KV-limited run
+    assert 0 < capped.throughput < free.throughput / 4
+    assert max(capped.node_batch.values()) <= 4

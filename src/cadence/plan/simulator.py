@@ -30,6 +30,9 @@ class SimConfig:
     arrival_rate: float = field(default=0.0, metadata={"help": "requests/s (Poisson); 0 = offline backlog"})
     seed: int = field(default=0, metadata={"help": "trace seed"})
     min_share: float = field(default=0.02, metadata={"help": "IWRR masks successors under this flow share"})
+    max_in_flight: int = field(
+        default=0, metadata={"help": "most requests admitted and unfinished at once (0: as many as KV caches hold)"}
+    )
 
 
 @dataclass
@@ -143,6 +146,8 @@ def simulate(cluster: Cluster, tm: ThroughputModel, placement: Placement, flow: 
 
     def admit(now: float) -> None:
         while True:
+            if cfg.max_in_flight and len(hops) - len(done) >= cfg.max_in_flight:
+                return
             if not waiting:
                 if cfg.arrival_rate > 0:
                     return
