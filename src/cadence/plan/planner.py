@@ -73,10 +73,11 @@ def plan(cluster: Cluster, tm: ThroughputModel, config: MilpConfig | None = None
     """Place the model. With no latency budget given (0), every budget of LATENCY_GRID (and none) gives a
     capacity table; baselines and our mixed-chain heuristic are built and scored under each. The score
     is a short simulation (`select_by`; None scores by max flow): each baseline keeps its best budget;
-    every warm-start candidate is scored as the MILP's placement runs (IWRR over its balanced flow), and
-    the best start of each of the `budgets_tried` best budgets gets a short local search and the Helix
-    MILP, sharing the time limit. The MILP placement that simulates best wins; where it simulates worse
-    than its start, the start is returned (`moved` False), as the max-flow fallback already did."""
+    every warm-start candidate is scored as the MILP's placement runs (IWRR over its balanced flow). The
+    `budgets_tried` budgets with the best-scoring candidates each get a short local search from their
+    candidate with the largest max flow and the Helix MILP, sharing the time limit. The MILP placement
+    that simulates best wins; where the best-scoring candidate of its budget simulates better, that
+    candidate is returned (`moved` False), as the max-flow fallback already did for the MILP's start."""
     cfg = config or MilpConfig()
     check_fits(cluster, tm)
     budgets = [tm.config.latency_budget_s] if tm.config.latency_budget_s != 0 else [-1.0, *LATENCY_GRID]
@@ -102,16 +103,18 @@ def plan(cluster: Cluster, tm: ThroughputModel, config: MilpConfig | None = None
     if warms[0][1] <= 0:
         raise PlanError(f"no placement of {tm.model.name!r} carries any flow on {cluster.name!r}: "
                         "nodes that could hold the model cannot reach each other or the coordinator")
-    chosen, seen = [], set()
-    for w in warms:  # the best start of each of the `budgets_tried` best budgets
-        if w[2] not in seen and len(chosen) < max(1, budgets_tried):
-            seen.add(w[2])
-            chosen.append(w)
+    # the `budgets_tried` budgets whose best candidate simulates best; under each, HiGHS starts from the
+    # candidate with the largest max flow (its own objective) and the planner keeps whichever of the MILP's
+    # placement and the best-simulating candidate simulates better
+    chosen: list[tuple[float, Placement, float, ThroughputModel, Placement]] = []
+    for w in warms:
+        if w[2] not in {c[2] for c in chosen} and len(chosen) < max(1, budgets_tried):
+            flow_best = max((v for v in warms if v[2] == w[2]), key=lambda v: v[1])[4]
+            chosen.append((w[0], w[4], w[2], w[3], flow_best))
     best: tuple[MilpResult, float, ThroughputModel, float] | None = None
     tried: dict[float, float] = {}
     search_total = 0.0
-    for warm_score, _, lam, tml, warm in chosen:
-        first = warm
+    for warm_score, first, lam, tml, warm in chosen:
         share = cfg.time_limit_s / len(chosen)
         t0 = time.perf_counter()
         budget = share * search_share
@@ -125,7 +128,7 @@ def plan(cluster: Cluster, tm: ThroughputModel, config: MilpConfig | None = None
         result = solve_milp(cluster, tml, warm, remaining)
         result = replace(result, flow=balanced_flow(cluster, result.placement, tml))  # IWRR routes by it
         score = _score(cluster, tm, result.placement, result.flow, select_by, "iwrr")
-        if score < warm_score:  # by the planner's own score its start was better: return the start
+        if score < warm_score:  # by the planner's own score a candidate was better: return it
             start = Placement("helix-milp", first.ranges, first.num_layers, first.partial_inference)
             result = replace(result, placement=start, flow=balanced_flow(cluster, start, tml), moved=False,
                              warm_start=first.method)
