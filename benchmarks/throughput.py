@@ -214,7 +214,7 @@ def run_cadence(engine: LLMEngine, reqs: list[tuple[list[int], int]], tag: str) 
                    page_swaps=att.num_swaps - maps0[2])
     if frag:
         res["fragmentation_mean"] = {k: statistics.mean(f[k] for f in frag) for k in
-                                     ("tail_waste", "row_padding", "waste_pages_per_request")}
+                                     ("tail_waste", "waste_pages_per_request")}
         res["fragmentation_max_tail_waste"] = max(f["tail_waste"] for f in frag)
     return res
 

@@ -26,15 +26,19 @@ from cadence.runtime.attention.torch_ref import TorchAttentionBackend
 from cadence.runtime.step_batch import build_step_batch
 from cadence.runtime.vmm import PAGE_SIZE, VMMError, VMMStats
 
-BLOCK = 64  # 4 layers x 4 KV heads x 32 dims x K,V x fp32 = 4 KiB -> padded: 512 tokens a page; see below
 MAX_LEN = 512
 
 
 class FakeVM:
     """Pages are separate tensors; the 'range' shows a page's bytes where it is mapped. Writes go
-    to the range, so after each step `flush` copies the pages the step wrote back to storage."""
+    to the range, so `flush` copies the pages a K/V write touched back to storage and to the other
+    offsets that show them (`exact_write`, after every layer's write: a request may read, in the
+    same step, a cached block whose last tokens another request writes)."""
+
+    live: list[FakeVM] = []
 
     def __init__(self, num_bytes: int) -> None:
+        FakeVM.live.append(self)
         self.range_bytes = num_bytes
         self.range = torch.zeros(num_bytes, dtype=torch.uint8)
         self.pages: list[torch.Tensor] = []
@@ -107,8 +111,27 @@ def sdpa_varlen(q, k, v, cu_q, cu_k, max_q, max_k, seqused, scale, block_table=N
     return out
 
 
+def exact_write(write):
+    """vattention's K/V write, then the written pages flushed to every view of them (FakeVM)."""
+
+    def wrapped(k, v, k_rows, v_rows, idx):
+        write(k, v, k_rows, v_rows, idx)
+        vm = FakeVM.live[-1]
+        base, touched = vm.range.data_ptr(), set()
+        for rows in (k_rows, v_rows):
+            start, row, width = rows.data_ptr() - base, rows.stride(0) * rows.element_size(), rows[0].nbytes
+            for r in idx.tolist():
+                first = start + r * row
+                touched.update({first // PAGE_SIZE * PAGE_SIZE, (first + width - 1) // PAGE_SIZE * PAGE_SIZE})
+        vm.flush(touched)
+
+    return wrapped
+
+
 @pytest.fixture
 def fake_backend(monkeypatch):
+    monkeypatch.setattr(FakeVM, "live", [])
+    monkeypatch.setattr(va, "_write", exact_write(va._write))
     monkeypatch.setattr(va.VAttentionBackend, "_check_device", staticmethod(lambda device: None))
     monkeypatch.setattr(va.VAttentionBackend, "_reserve", lambda self, n: FakeVM(n))
     monkeypatch.setattr(va, "flash_varlen", sdpa_varlen)
@@ -117,19 +140,21 @@ def fake_backend(monkeypatch):
     monkeypatch.setattr(sp, "NUM_PREMAP", 4)
 
 
-def config() -> ModelConfig:
+def config(layers: int = 4) -> ModelConfig:
     # 4 layers x 8 KV heads x 64 dims x K,V x fp32 = 16 KiB a token: 128 tokens a page, block 128;
+    # 6 layers: 24 KiB a token, a page holds parts of two blocks (64 tokens: 1.5 MiB, 128: 3 MiB);
     # 16 query heads on 8 KV heads (decodes of 32 requests or more take flash_decode's packing)
     return ModelConfig.from_dict({
         "architectures": ["Qwen3ForCausalLM"], "hidden_size": 128, "intermediate_size": 256,
-        "num_hidden_layers": 4, "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 64,
+        "num_hidden_layers": layers, "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 64,
         "vocab_size": 300, "max_position_embeddings": MAX_LEN,
     })
 
 
-def run(backend, model, prompts, script, *, budget, num_blocks, block, stagger):
-    kv = KVCacheManager(num_blocks, block, enable_prefix_caching=True)
-    sched = make_scheduler(SchedulerConfig(policy="sarathi", max_num_batched_tokens=budget, max_num_seqs=4),
+def run(backend, model, prompts, script, *, budget, num_blocks, block, stagger, hit_multiple=1, max_seqs=4):
+    """`hit_multiple`: prefix hits cut as for vattention's layout, for the reference too (same steps)."""
+    kv = KVCacheManager(num_blocks, block, enable_prefix_caching=True, hit_multiple=hit_multiple)
+    sched = make_scheduler(SchedulerConfig(policy="sarathi", max_num_batched_tokens=budget, max_num_seqs=max_seqs),
                            kv, MAX_LEN)
     reqs = [Request(f"r{i}", list(p), SamplingParams(max_tokens=len(script[i]), temperature=0, ignore_eos=True))
             for i, p in enumerate(prompts)]
@@ -149,12 +174,6 @@ def run(backend, model, prompts, script, *, budget, num_blocks, block, stagger):
             if isinstance(backend, va.VAttentionBackend):
                 if backend.wants_idle_time():  # the GPU "runs" for one look: IDLE_BATCH pages mapped ahead
                     backend.idle_work(busy_for(1))
-                touched = set()
-                for rid, ctx, q in zip(batch.request_ids, batch.context_lens, batch.query_lens, strict=True):
-                    slot = backend.slot_of[rid]
-                    for p in range(ctx - q, ctx):
-                        touched.add(slot * backend.slot_bytes + (p * backend.stride_bytes) // PAGE_SIZE * PAGE_SIZE)
-                backend.vm.flush(touched)
                 backend.after_launch(batch)
             row, sampled = 0, {}
             for s in out.scheduled:
@@ -170,24 +189,29 @@ def run(backend, model, prompts, script, *, budget, num_blocks, block, stagger):
     return logits, sched.num_preemptions, kv.prefix_hits
 
 
-@pytest.mark.parametrize("budget,num_blocks,stagger,split", [(100, 40, 1, True), (300, 5, 1, True), (64, 12, 2, True),
-                                                            (100, 40, 1, False)])
-def test_vattention_pages_match_torch_on_cpu(fake_backend, budget, num_blocks, stagger, split):
+@pytest.mark.parametrize("budget,num_blocks,stagger,split,layers,block,hit_multiple", [
+    (100, 40, 1, True, 4, 128, 1), (300, 5, 1, True, 4, 128, 1), (64, 12, 2, True, 4, 128, 1),
+    (100, 40, 1, False, 4, 128, 1),
+    (100, 40, 1, True, 6, 128, 2), (300, 5, 1, True, 6, 128, 2), (100, 40, 1, False, 6, 64, 4),
+    (64, 12, 2, True, 6, 64, 4)])
+def test_vattention_pages_match_torch_on_cpu(fake_backend, budget, num_blocks, stagger, split, layers, block,
+                                             hit_multiple):
     """`split`: mixed steps attend decodes apart from the chunks (a large model's rule); otherwise
-    in one varlen call (a small model's, for decodes shorter than its split_min_context)."""
-    cfg = config()
-    block = 128
-    assert va.pages_per_block(cfg, block, torch.float32) == 1
+    in one varlen call (a small model's, for decodes shorter than its split_min_context). Rows of 6
+    layers do not divide a page: pages hold parts of two blocks, prefix hits are cut to whole pages."""
+    cfg = config(layers)
+    num_blocks = num_blocks * 128 // block
+    assert va.layout(cfg, block, torch.float32)[2] == hit_multiple
     model = load_model(cfg, None, dtype=torch.float32, device="cpu", load_format="dummy")
     with torch.no_grad():
         for name, p in model.named_parameters():
             if not name.endswith("norm.weight"):
                 p.normal_(0, 0.1)
     rng = random.Random(budget)
-    shared = [rng.randrange(300) for _ in range(block + 5)]
+    shared = [rng.randrange(300) for _ in range(hit_multiple * block + 5)]
     prompts = [shared + [rng.randrange(300) for _ in range(rng.randint(3, 150))] for _ in range(6)]
     script = [[rng.randrange(300) for _ in range(rng.randint(20, 60))] for _ in range(6)]
-    kw = dict(budget=budget, num_blocks=num_blocks, block=block, stagger=stagger)
+    kw = dict(budget=budget, num_blocks=num_blocks, block=block, stagger=stagger, hit_multiple=hit_multiple)
     dev = torch.device("cpu")
     ref = TorchAttentionBackend(cfg, num_blocks, block, torch.float32, dev)
     want, pre_ref, hits_ref = run(ref, model, prompts, script, **kw)
@@ -219,7 +243,7 @@ def test_vattention_pages_match_torch_on_cpu(fake_backend, budget, num_blocks, s
     assert backend.num_swaps > 0  # pages mapped ahead were used
     backend.trim()
     acc = backend.page_accounting()
-    assert acc["accounted"] == acc["distinct"] == acc["pages"], acc
+    assert acc["accounted"] == acc["distinct"] == acc["pages"] and acc["refs_match"], acc
     assert acc["mappings"] == 1, acc
 
 
@@ -242,11 +266,11 @@ def test_new_requests_first_chunk_takes_pages_mapped_ahead(fake_backend, monkeyp
     monkeypatch.setattr(sp, "NUM_SPARES", 8)
     monkeypatch.setattr(sp, "NUM_PREMAP", 6)
     cfg, block = config(), 128
-    kv = KVCacheManager(16, block, enable_prefix_caching=True)
+    kv = KVCacheManager(16, block, enable_prefix_caching=True)  # blocks of one page: any hit length
     sched = make_scheduler(SchedulerConfig(policy="sarathi", max_num_batched_tokens=512, max_num_seqs=4), kv, MAX_LEN)
     backend = va.VAttentionBackend(cfg, 16, block, torch.float32, torch.device("cpu"), max_num_seqs=4,
                                    max_model_len=MAX_LEN)
-    assert backend.premap_blocks == 3 and sp.IDLE_BATCH == 2
+    assert backend.premap_pages == 3 and sp.IDLE_BATCH == 2
     assert backend.wants_idle_time()
     assert backend.idle_work(busy_for(0)) == 0  # the step is done already: nothing mapped
     for _ in range(3):  # two slots x 3 blocks, two pages a look
@@ -392,3 +416,45 @@ def test_decode_kernel_choice_and_errors():
 def test_triton_decode_splits(rows, kv_heads, max_ctx, want):
     """Splits give two waves of programs over 132 SMs, none shorter than four 64-token tiles, a power of two."""
     assert triton_decode.num_splits(rows, kv_heads, max_ctx, 132, 64) == want
+
+
+def test_free_blocks_give_pages_back_when_none_is_free(fake_backend, monkeypatch):
+    """Rows that do not divide a page, no spare pages: ended requests' blocks keep their pages (a
+    cached first block, an uncached partial second one, two pages for what the core counts as 1.5),
+    so new requests find no free page and take them back from free blocks, uncached ones first, then
+    cached ones, which leave the prefix cache. Logits still equal the torch backend's."""
+    monkeypatch.setattr(sp, "NUM_SPARES", 0)
+    monkeypatch.setattr(sp, "NUM_PREMAP", 0)
+    cfg, block, num_blocks = config(6), 64, 8  # 1.5 MiB blocks: 8 blocks in 6 pages
+    model = load_model(cfg, None, dtype=torch.float32, device="cpu", load_format="dummy")
+    rng = random.Random(7)
+    # partial last blocks (uncached) first, then prompts of two whole blocks (both cached)
+    prompts = [[rng.randrange(300) for _ in range(rng.randint(65, 100) if i < 5 else 128)] for i in range(10)]
+    script = [[rng.randrange(300)] for _ in range(10)]
+    kw = dict(budget=512, num_blocks=num_blocks, block=block, stagger=3, hit_multiple=4, max_seqs=1)
+    dev = torch.device("cpu")
+    want, _, _ = run(TorchAttentionBackend(cfg, num_blocks, block, torch.float32, dev), model, prompts, script, **kw)
+    backend = va.VAttentionBackend(cfg, num_blocks, block, torch.float32, dev, max_num_seqs=1, max_model_len=MAX_LEN)
+    assert backend.vm.num_pages == 6 + 1 + 1  # the blocks' 6 pages, one for the request, the scratch page
+    got, _, _ = run(backend, model, prompts, script, **kw)
+    assert backend.num_reclaimed > 0 and backend.num_evicted > 0
+    for rid in want:
+        a = torch.stack([got[rid][p] for p in sorted(want[rid])])
+        b = torch.stack([want[rid][p] for p in sorted(want[rid])])
+        assert float((a - b).abs().max() / b.abs().max()) < 1e-4, rid
+    acc = backend.page_accounting()
+    assert acc["accounted"] == acc["distinct"] == acc["pages"] and acc["refs_match"], acc
+
+
+def test_layout_rows_pages_and_hit_multiple():
+    """The model's own row size (no padding); prefix hits cut to the blocks that fill whole pages;
+    the pool's extra pages (one a request where a page holds parts of two blocks)."""
+    from cadence.models.config import NAMED_SHAPES
+
+    qwen, llama = (ModelConfig.from_dict(NAMED_SHAPES[n]) for n in ("qwen3-0.6b", "llama3-8b"))
+    assert va.layout(qwen, 16, torch.bfloat16) == (112 * 1024, 16 * 112 * 1024, 8)  # 8 blocks = 7 pages
+    assert va.layout(llama, 16, torch.bfloat16) == (128 * 1024, PAGE_SIZE, 1)
+    assert va.layout(llama, 64, torch.bfloat16)[2] == 1  # four pages a block
+    extra = sp.spare_pages() + 1
+    assert va.VAttentionBackend.fixed_overhead_bytes(llama, 16, torch.bfloat16, 256) == extra * PAGE_SIZE
+    assert va.VAttentionBackend.fixed_overhead_bytes(qwen, 16, torch.bfloat16, 256) == (extra + 256) * PAGE_SIZE

@@ -106,8 +106,9 @@ class LLMEngine:
             if failure is None:
                 raise
             raise failure from exc
-        self.kv = KVCacheManager(self.runner.attention.num_blocks, self.runner.attention.block_size,
-                                 config.cache.enable_prefix_caching)
+        att = self.runner.attention
+        self.kv = KVCacheManager(att.num_blocks, att.block_size, config.cache.enable_prefix_caching,
+                                 hit_multiple=att.prefix_hit_multiple)
         self.scheduler = make_scheduler(config.scheduler, self.kv, self.max_model_len)
         self._detok: dict[str, IncrementalDetokenizer] = {}
         self.num_prompt_tokens_total = 0
@@ -163,12 +164,10 @@ class LLMEngine:
         after the weights, minus the peak of a profiling pass over the largest step, minus the
         CUDA-graph outputs and the backend's fixed pages. Recorded in self.kv_sizing."""
         from cadence.runtime.attention import backend_class
-        from cadence.runtime.model_runner import usable_backend
         from cadence.runtime.profiling import graph_reserve_bytes, peak_step_bytes
 
         mc, cache = self.local_model_config, self.config.cache
-        name = usable_backend(_resolve_backend(self.config.load.attention_backend, self.device), mc, block_size,
-                              self.dtype)
+        name = _resolve_backend(self.config.load.attention_backend, self.device)
         cls = backend_class(name)
         per_block = cls.bytes_per_block(mc, block_size, self.dtype)
         natural = AttentionBackend.bytes_per_block(mc, block_size, self.dtype)
@@ -180,7 +179,7 @@ class LLMEngine:
         peak = 0
         if model is not None:
             peak = peak_step_bytes(model, sched.max_num_batched_tokens, sched.max_num_seqs, self.device)
-        reserve = cls.fixed_overhead_bytes(mc, block_size, self.dtype)
+        reserve = cls.fixed_overhead_bytes(mc, block_size, self.dtype, self.config.scheduler.max_num_seqs)
         if cls.supports_cuda_graphs:
             reserve += graph_reserve_bytes(mc.vocab_size, mc.hidden_size, sched.max_num_seqs)
             if self._piecewise():  # their private pool holds one forward's activations

@@ -15,25 +15,12 @@ from cadence.core.scheduler.output import SchedulerOutput
 from cadence.models.config import ModelConfig
 from cadence.models.llama import LlamaForCausalLM
 from cadence.runtime.attention import AttentionBackend, backend_class
-from cadence.runtime.attention.vattention import BlockSizeError, pages_per_block
 from cadence.runtime.cuda_graphs import DecodeGraphs
 from cadence.runtime.piecewise_graphs import PiecewiseGraphs
 from cadence.runtime.sampler import Sampler, SampleResult
 from cadence.runtime.step_batch import InFlightTokens, StepBatch, build_step_batch
 
 logger = logging.getLogger("cadence.runtime")
-
-
-def usable_backend(name: str, config: ModelConfig, block_size: int, dtype: torch.dtype) -> str:
-    """vattention needs blocks of whole 2 MiB pages; otherwise fall back to paged attention."""
-    if name != "vattention":
-        return name
-    try:
-        pages_per_block(config, block_size, dtype)
-    except BlockSizeError as exc:
-        logger.warning("%s; using the paged backend instead", exc)
-        return "paged"
-    return name
 
 
 @dataclass
@@ -57,7 +44,6 @@ class ModelRunner:
         self.config = config
         self.device = device
         self.dtype = dtype
-        backend = usable_backend(backend, config, block_size, dtype)
         self.attention: AttentionBackend = backend_class(backend)(
             config, num_blocks, block_size, dtype, device, max_num_seqs=max_num_seqs, max_model_len=max_model_len,
             defer_reuse=async_steps, decode_kernel=decode_kernel)

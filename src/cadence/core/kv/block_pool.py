@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 
@@ -51,6 +52,20 @@ class BlockPool:
             block.ref_cnt = 1
             out.append(block)
         return out
+
+    def free_blocks(self) -> Iterator[Block]:
+        """The free blocks, least recently freed first (the order `allocate` reuses them in); the
+        caller may `evict` them while iterating, not allocate or free."""
+        return iter(self._free.values())
+
+    def evict(self, block: Block) -> None:
+        """Forget a free block's cached prefix (its memory is taken back before it is reallocated)."""
+        if block.ref_cnt:
+            raise RuntimeError(f"KV block {block.block_id} is in use and cannot be evicted")
+        if block.block_hash is not None:
+            del self._cached[block.block_hash]
+            block.block_hash = None
+            self.num_evictions += 1
 
     def touch(self, blocks: list[Block]) -> None:
         """Take a reference on cached blocks found by hash (they may be sitting in the free list)."""

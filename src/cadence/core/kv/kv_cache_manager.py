@@ -8,9 +8,16 @@ from cadence.core.request import Request
 
 
 class KVCacheManager:
-    def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True) -> None:
+    def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True,
+                 hit_multiple: int = 1) -> None:
+        """`hit_multiple`: prefix hits are cut to a multiple of this many blocks (a backend whose
+        pages hold parts of two blocks shares only whole pages: vattention with token rows that
+        do not divide its 2 MiB pages)."""
+        if hit_multiple < 1:
+            raise ValueError(f"hit_multiple must be at least 1, got {hit_multiple}")
         self.block_size = block_size
         self.enable_prefix_caching = enable_prefix_caching
+        self.hit_multiple = hit_multiple
         self.pool = BlockPool(num_blocks, enable_prefix_caching)
         self.req_blocks: dict[str, list[Block]] = {}
         self._num_registered: dict[str, int] = {}  # leading blocks already offered to the cache
@@ -49,6 +56,7 @@ class KVCacheManager:
             if block is None:
                 break
             hits.append(block)
+        del hits[len(hits) - len(hits) % self.hit_multiple:]
         return hits, len(hits) * self.block_size
 
     def record_prefix_lookup(self, num_tokens: int, num_hit: int) -> None:

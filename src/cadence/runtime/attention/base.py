@@ -29,6 +29,7 @@ class AttentionBackend(abc.ABC):
         self.config = config
         self.defer_reuse = defer_reuse
         self.decode_kernel_kind = decode_kernel
+        self.prefix_hit_multiple = 1  # prefix hits the KV manager may hand out: a multiple of this many blocks
         self.num_blocks = num_blocks
         self.block_size = block_size
         self.dtype = dtype
@@ -43,7 +44,8 @@ class AttentionBackend(abc.ABC):
         return config.kv_bytes_per_token(itemsize) * block_size
 
     @classmethod
-    def fixed_overhead_bytes(cls, config: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
+    def fixed_overhead_bytes(cls, config: ModelConfig, block_size: int, dtype: torch.dtype,
+                             max_num_seqs: int = 256) -> int:
         """Device bytes the backend takes besides its blocks (scratch, spare pages)."""
         return 0
 

@@ -1,12 +1,14 @@
 """vAttention: each request's KV contiguous in virtual memory, backed by 2 MiB pages on demand.
 
 Layout: one reserved range of `slots x max_ctx` token rows; a row holds K and V of every layer of
-one token ([2, layers, kv_heads, head_dim], padded to a power of two bytes so that a 2 MiB page
-holds a whole number of tokens). A core KV block is `pages_per_block` physical pages (one, for the
-Llama/Qwen shapes at block_size 16), mapped into the request's slot at the block's position, so
-prefix sharing is the same physical page mapped into two slots, and a request never wastes more
-than one block of its last page. Attention is PyTorch's flash kernel over the strided per-layer
-view with `seqused_k`; the kernel knows nothing of pages.
+one token ([2, layers, kv_heads, head_dim], the model's own size, no padding). A slot's pages are
+mapped as its tokens need them, so a request never holds more than the unfilled part of its last
+page. Where a row divides a page (llama3-8b: 128 KiB, 16 tokens a page) a 16-token core block is one
+page; otherwise (qwen3-0.6b: 112 KiB, 8 blocks to 7 pages) a page holds parts of two blocks and the
+core cuts prefix hits to whole pages (`prefix_hit_multiple`, slot_pages.py says why). Prefix
+sharing is the same physical page mapped into two slots. Attention is PyTorch's flash kernel (and,
+for decodes, a Triton kernel: decode.py) over the strided per-layer view with `seqused_k`; the
+kernels know nothing of pages.
 
 Mapping costs driver calls (tens of microseconds a page), so it is kept off the step (the page
 bookkeeping is `slot_pages.SlotPages`, a base of the backend): once a step
@@ -23,6 +25,7 @@ shutdown."""
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 
@@ -53,10 +56,6 @@ def split_min_context(config: ModelConfig) -> int:
     return SMALL_MODEL_SPLIT_MIN_CONTEXT if config.hidden_size < SMALL_MODEL_HIDDEN else 0
 
 
-class BlockSizeError(ValueError):
-    pass
-
-
 def leading_decodes(query_lens: list[int]) -> int:
     """How many requests at the head of a step have one query token, when others follow (0 if none
     does or all do): the decodes a mixed step can attend to separately."""
@@ -77,22 +76,12 @@ def _write(k: torch.Tensor, v: torch.Tensor, k_rows: torch.Tensor, v_rows: torch
         v_rows.index_copy_(0, idx, v)
 
 
-def token_stride_bytes(config: ModelConfig, dtype: torch.dtype) -> int:
-    """Bytes per token row: K and V of every layer, rounded up to a power of two."""
-    natural = config.kv_bytes_per_token(torch.empty((), dtype=dtype).element_size())
-    stride = 16
-    while stride < natural:
-        stride *= 2
-    return stride
-
-
-def pages_per_block(config: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
-    stride = token_stride_bytes(config, dtype)
-    if (block_size * stride) % PAGE_SIZE:
-        need = max(1, PAGE_SIZE // stride)
-        raise BlockSizeError(f"vattention maps 2 MiB pages of {PAGE_SIZE // stride} tokens for this model: "
-                             f"block_size must be a multiple of {need}, got {block_size}")
-    return block_size * stride // PAGE_SIZE
+def layout(config: ModelConfig, block_size: int, dtype: torch.dtype) -> tuple[int, int, int]:
+    """(row bytes, block bytes, prefix_hit_multiple): the blocks a prefix hit must be a multiple of
+    so that it ends on a page boundary (1 where a block is whole pages or a page whole blocks)."""
+    row = config.kv_bytes_per_token(torch.empty((), dtype=dtype).element_size())
+    block = row * block_size
+    return row, block, PAGE_SIZE // math.gcd(block, PAGE_SIZE)
 
 
 class VAttentionBackend(SlotPages, AttentionBackend):
@@ -102,12 +91,18 @@ class VAttentionBackend(SlotPages, AttentionBackend):
     supports_cuda_graphs = True
 
     @classmethod
-    def bytes_per_block(cls, config: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
-        return pages_per_block(config, block_size, dtype) * PAGE_SIZE
+    def fixed_overhead_bytes(cls, config: ModelConfig, block_size: int, dtype: torch.dtype,
+                             max_num_seqs: int = 256) -> int:
+        row = layout(config, block_size, dtype)[0]
+        return (cls._extra_pages(config, block_size, dtype, max_num_seqs) + -(-row // PAGE_SIZE)) * PAGE_SIZE
 
-    @classmethod
-    def fixed_overhead_bytes(cls, config: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
-        return (slot_pages.spare_blocks() + 1) * pages_per_block(config, block_size, dtype) * PAGE_SIZE
+    @staticmethod
+    def _extra_pages(config: ModelConfig, block_size: int, dtype: torch.dtype, max_num_seqs: int) -> int:
+        """Pool pages beyond the blocks' bytes: spares for mapping ahead and, where pages hold parts
+        of two blocks, one a running request (its blocks' bytes end mid-page). The scratch slot's
+        pages come on top."""
+        straddle = max_num_seqs if layout(config, block_size, dtype)[2] > 1 else 0
+        return slot_pages.spare_pages() + straddle
 
     @staticmethod
     def _check_device(device: torch.device) -> None:
@@ -122,15 +117,14 @@ class VAttentionBackend(SlotPages, AttentionBackend):
                  device: torch.device, **kwargs: int | bool | None) -> None:
         super().__init__(config, num_blocks, block_size, dtype, device, **kwargs)  # type: ignore[arg-type]
         self._check_device(device)
-        self.ppb = pages_per_block(config, block_size, dtype)
         itemsize = torch.empty((), dtype=dtype).element_size()
-        self.natural_token_bytes = config.kv_bytes_per_token(itemsize)
-        self.stride_bytes = token_stride_bytes(config, dtype)
+        self.stride_bytes, self.block_bytes, self.prefix_hit_multiple = layout(config, block_size, dtype)
         L, H, D = config.num_layers, config.num_kv_heads, config.head_dim
+        # a slot is whole pages: its token count a multiple of the blocks that fill whole pages
+        whole = self.prefix_hit_multiple * block_size
         max_ctx = min(self.max_model_len, num_blocks * block_size)
-        self.max_ctx = -(-max_ctx // block_size) * block_size
+        self.max_ctx = -(-max_ctx // whole) * whole
         self.slot_bytes = self.max_ctx * self.stride_bytes
-        self.page_bytes_per_block = self.ppb * PAGE_SIZE
         # with overlapping steps a slot rests one step after its request ends (free_requests), so
         # up to twice max_num_seqs slots can be taken at once
         num_slots = self.max_num_seqs * (2 if self.defer_reuse else 1)
@@ -147,7 +141,8 @@ class VAttentionBackend(SlotPages, AttentionBackend):
         # Slot 0 is scratch: padded rows of graphed decodes write there, and its first page stays
         # mapped so the range's base address is valid memory (Triton checks pointers it is given).
         self.scratch_slot = 0
-        self._init_pages(num_blocks, num_slots)
+        block_pages = -(-num_blocks * self.block_bytes // PAGE_SIZE)
+        self._init_pages(block_pages + self._extra_pages(config, block_size, dtype, self.max_num_seqs), num_slots)
         # the range as [slot, token, K/V, layer, head, dim], and per layer flat [slot*token, head, dim] views
         se = self.stride_bytes // itemsize
         flat = self.vm.tensor().view(dtype)
@@ -277,16 +272,16 @@ class VAttentionBackend(SlotPages, AttentionBackend):
 
     # -- accounting ----------------------------------------------------------------------------
     def fragmentation(self, context_lens: list[int]) -> dict[str, float]:
-        """Of the page bytes mapped for live requests: how much holds KV, is row padding, or is the
-        unfilled tail of each request's last block."""
+        """Of the pages live requests' blocks lie in: how much holds KV, and how much is the unfilled
+        tail of each request's last page (rows are the model's own size: no padding)."""
         if not context_lens:
             return {}
-        used = sum(context_lens) * self.natural_token_bytes
-        rows = sum(context_lens) * self.stride_bytes
-        mapped = sum(-(-c // self.block_size) for c in context_lens) * self.page_bytes_per_block
+        used = sum(context_lens) * self.stride_bytes
+        pages = sum(-(-(-(-c // self.block_size) * self.block_bytes) // PAGE_SIZE) for c in context_lens)
+        mapped = pages * PAGE_SIZE
         return {"requests": len(context_lens), "mapped_bytes": mapped, "kv_bytes": used,
-                "tail_waste": (mapped - rows) / mapped, "row_padding": (rows - used) / mapped,
-                "waste_pages_per_request": (mapped - rows) / PAGE_SIZE / len(context_lens)}
+                "tail_waste": (mapped - used) / mapped,
+                "waste_pages_per_request": (mapped - used) / PAGE_SIZE / len(context_lens)}
 
     def release(self) -> None:
         vm = getattr(self, "vm", None)
