@@ -93,5 +93,9 @@ case "${1:?which step}" in
       --out "$OUT/throughput_w1.json" | tail -8 ;;
   hf64)      # the first 64 W1 requests: HF continuous batching and Cadence (serial and async), both shapes (~6 min)
     python benchmarks/throughput.py --skip-w1 --hf --async-scheduling both --out "$OUT/throughput_hf64.json" | tail -8 ;;
+  pages)     # after the unpadded token rows: the GPU suite, then W1 serial and async (~5 min)
+    python -m pytest -q tests/runtime -m gpu > "$OUT/gpu_tests.log" 2>&1 || true
+    tail -5 "$OUT/gpu_tests.log"
+    python benchmarks/throughput.py --async-scheduling both --out "$OUT/throughput_w1.json" | tail -6 ;;
   *) echo "unknown step $1" >&2; exit 2 ;;
 esac
