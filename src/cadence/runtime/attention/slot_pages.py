@@ -220,9 +220,9 @@ class SlotPages:
         return True
 
     def _map_ahead(self, batch: StepBatch) -> None:
-        """Map free pages where each request's next tokens will go: the page its next decode opens,
-        or the pages of its prefill's next chunk (up to AHEAD pages)."""
-        kv, rb = batch.kv, self.stride_bytes
+        """Map free pages where each request's next tokens will go: the pages of the block its next
+        decode opens, or of its prefill's next chunk's blocks (up to AHEAD pages)."""
+        kv = batch.kv
         if kv is None:
             return
         for rid, ctx, known in zip(batch.request_ids, batch.context_lens, batch.known_lens, strict=True):
@@ -230,9 +230,10 @@ class SlotPages:
             blocks = kv.req_blocks.get(rid)
             if slot is None or blocks is None:
                 continue
-            covered = (len(blocks) * self.block_bytes - 1) // PAGE_SIZE  # the last page its blocks reach
+            bb = self.block_bytes
+            covered = (len(blocks) * bb - 1) // PAGE_SIZE  # the last page its blocks reach
             last = min(max(known, ctx + 1), self.max_ctx) - 1  # last position the next steps compute
-            need = ((last + 1) * rb - 1) // PAGE_SIZE
+            need = ((last // self.block_size + 1) * bb - 1) // PAGE_SIZE  # the last page of that block
             for i in range(covered + 1, min(need, covered + AHEAD) + 1):
                 if not self._premap(self._offset(slot, i)):
                     return
