@@ -71,7 +71,8 @@ def test_overlapped_steps_match_serial_steps_on_the_gpu(model_dir, num_blocks, k
     # splits off (their count follows the row count).
     monkeypatch.setattr(triton_decode, "num_splits", lambda *args: 1)
     monkeypatch.setattr(decode, "PACKED_MIN_TILES", 0)
-    monkeypatch.setattr(va, "SMALL_MODEL_SPLIT_MIN_CONTEXT", 0 if kernel == "auto" else 1 << 30)
+    monkeypatch.setitem(va.SMALL_MODEL_SPLIT_MIN_CONTEXT, "triton", 0)
+    monkeypatch.setitem(va.SMALL_MODEL_SPLIT_MIN_CONTEXT, "flash", 1 << 30)
     serial, e1 = run(model_dir, False, num_blocks, kernel)
     e1.shutdown()
     overlapped, e2 = run(model_dir, True, num_blocks, kernel)

@@ -224,7 +224,7 @@ def test_vattention_pages_match_torch_on_cpu(fake_backend, budget, num_blocks, s
         return mixed(write_idx, d, *args)
 
     backend._mixed_attention = spy
-    assert backend.split_min_context == va.SMALL_MODEL_SPLIT_MIN_CONTEXT  # hidden 128: a small model
+    assert backend.split_min_context == va.SMALL_MODEL_SPLIT_MIN_CONTEXT["flash"]  # hidden 128: a small model
     if split:
         backend.split_min_context = 0
     got, pre, hits = run(backend, model, prompts, script, **kw)

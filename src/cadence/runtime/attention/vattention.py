@@ -44,16 +44,18 @@ logger = logging.getLogger("cadence.vattention")
 # them has at least `split_min_context` tokens: the split costs a second kernel call a layer, host
 # time that small models' mixed steps (bound by the host's launches) pay in full and only long
 # decodes win back; large models' steps are bound by the device, where the split wins from short
-# contexts on. Measured on the H100 (results/mixed_step_split_h100.json, 16 decodes + a 700-token
-# chunk, two hosts): qwen3-0.6b one call faster by 0.5-1.8 ms up to 1,500 tokens, the split by
-# 1.6 ms or slower by 2.3 ms at 3,000, the split faster by 2.9-3.0 ms at 6,000; llama3-8b the split
-# faster or equal from 500 tokens (by 3.5-3.7 ms at 1,500, 6.8-7.1 ms at 3,000).
+# contexts on. With flash decodes, measured on the H100 (results/mixed_step_split_h100.json, 16
+# decodes + a 700-token chunk, two hosts): qwen3-0.6b one call faster by 0.5-1.8 ms up to 1,500
+# tokens, the split faster by 2.9-3.0 ms at 6,000; llama3-8b the split faster or equal from 500
+# tokens. With the Triton decode kernel, on the H200 (results/mixed_step_split_h200.json, 24 decodes
+# + a 700-token chunk, one engine alternating): qwen3-0.6b one call faster by 0.6 ms at 100 tokens,
+# even at 250, the split faster by 0.0-0.2 ms at 500, 2.2 ms at 1,500, 5.1 ms at 3,000.
 SMALL_MODEL_HIDDEN = 2048  # models narrower than this count as host-bound here
-SMALL_MODEL_SPLIT_MIN_CONTEXT = 2048
+SMALL_MODEL_SPLIT_MIN_CONTEXT = {"flash": 2048, "triton": 256}  # by decode kernel
 
 
-def split_min_context(config: ModelConfig) -> int:
-    return SMALL_MODEL_SPLIT_MIN_CONTEXT if config.hidden_size < SMALL_MODEL_HIDDEN else 0
+def split_min_context(config: ModelConfig, decode_kernel: str) -> int:
+    return SMALL_MODEL_SPLIT_MIN_CONTEXT[decode_kernel] if config.hidden_size < SMALL_MODEL_HIDDEN else 0
 
 
 def leading_decodes(query_lens: list[int]) -> int:
@@ -157,7 +159,7 @@ class VAttentionBackend(SlotPages, AttentionBackend):
         self.graph_meta[0] = torch.arange(n + 1, dtype=torch.int32, device=device)
         self.decode_kernel_kind = decode.resolve(self.decode_kernel_kind, device)
         self._decode_kernels: dict[int, DecodeKernel] = {}  # per row count (see decode.decode_kernel)
-        self.split_min_context = split_min_context(config)
+        self.split_min_context = split_min_context(config, self.decode_kernel_kind)
 
     # -- attention -----------------------------------------------------------------------------
     def _attention(self, write_idx: torch.Tensor, cu_q: torch.Tensor, cu_k: torch.Tensor,
