@@ -171,7 +171,7 @@ def main() -> None:
             "sim_config": asdict(sim_cfg),
             "milp": {"status": m.status, "objective": m.objective, "dual_bound": m.dual_bound,
                      "lp_bound": m.lp_bound, "gap": m.gap, "solve_s": m.solve_s, "warm_start": m.warm_start,
-                     "warm_value": m.warm_value, "moved_from_warm_start": m.moved, "binaries": m.num_binaries, "pruned_links": m.pruned_links,
+                     "warm_value": m.warm_value, "moved_from_warm_start": m.moved, "returned": m.returned, "binaries": m.num_binaries, "pruned_links": m.pruned_links,
                      "warm_search_s": result.warm_search_s, "latency_budget_s": result.latency_budget_s,
                      "select_sim_score_per_budget_tried": result.tried, "select_score_s": result.score_s},
             "placements": rows,

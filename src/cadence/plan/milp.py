@@ -60,7 +60,8 @@ class MilpResult:
     num_vars: int
     num_binaries: int
     pruned_links: int
-    moved: bool = True  # the placement differs from the warm start (up to swapping interchangeable nodes)
+    moved: bool = True  # the MILP's placement differs from its warm start (up to swapping interchangeable nodes)
+    returned: str = "milp"  # "milp", or the candidate the planner returned instead (it simulated better)
 
 
 class _Model:

@@ -77,7 +77,7 @@ def plan(cluster: Cluster, tm: ThroughputModel, config: MilpConfig | None = None
     `budgets_tried` budgets with the best-scoring candidates each get a short local search from their
     candidate with the largest max flow and the Helix MILP, sharing the time limit. The MILP placement
     that simulates best wins; where the best-scoring candidate of its budget simulates better, that
-    candidate is returned (`moved` False), as the max-flow fallback already did for the MILP's start."""
+    candidate is returned (`returned` names it), as the max-flow fallback already did for the MILP's start."""
     cfg = config or MilpConfig()
     check_fits(cluster, tm)
     budgets = [tm.config.latency_budget_s] if tm.config.latency_budget_s != 0 else [-1.0, *LATENCY_GRID]
@@ -130,8 +130,7 @@ def plan(cluster: Cluster, tm: ThroughputModel, config: MilpConfig | None = None
         score = _score(cluster, tm, result.placement, result.flow, select_by, "iwrr")
         if score < warm_score:  # by the planner's own score a candidate was better: return it
             start = Placement("helix-milp", first.ranges, first.num_layers, first.partial_inference)
-            result = replace(result, placement=start, flow=balanced_flow(cluster, start, tml), moved=False,
-                             warm_start=first.method)
+            result = replace(result, placement=start, flow=balanced_flow(cluster, start, tml), returned=first.method)
             score = warm_score
         tried[lam] = score
         if best is None or score > best[3]:
