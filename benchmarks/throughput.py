@@ -339,11 +339,15 @@ def main(argv: list[str] | None = None) -> int:
         if engine.runner.graphs is not None:
             r["graph_capture_s"] = engine.runner.graphs.capture_seconds
         warm = [([10 + (7 * i + j) % 29000 for j in range(200 + 13 * i)], 8) for i in range(16)]
+
+        def run_w1(engine: LLMEngine, key: str) -> None:
+            r[key] = run_cadence(engine, reqs, key)
+            r[key]["pct_of_floor"] = 100 * r[key]["out_tok_s"] / r["floor"]["floor_out_tok_s"]
+            print(model, key, json.dumps(r[key]), flush=True)
+
         run_cadence(engine, warm, "warm")
         if not args.skip_w1:
-            r["w1"] = run_cadence(engine, reqs, "w1")
-            r["w1"]["pct_of_floor"] = 100 * r["w1"]["out_tok_s"] / r["floor"]["floor_out_tok_s"]
-            print(model, "W1", json.dumps(r["w1"]), flush=True)
+            run_w1(engine, "w1")
         if args.hf:
             r["cadence_64"] = run_cadence(engine, reqs[:HF_SUBSET], "sub")
         r["decode_gpu_ms"] = decode_step_gpu_ms(engine)
@@ -357,9 +361,7 @@ def main(argv: list[str] | None = None) -> int:
             engine = make_engine(model, args, overlapped=True)
             run_cadence(engine, warm, "warm")
             if not args.skip_w1:
-                r["w1_async"] = run_cadence(engine, reqs, "w1a")
-                r["w1_async"]["pct_of_floor"] = 100 * r["w1_async"]["out_tok_s"] / r["floor"]["floor_out_tok_s"]
-                print(model, "W1 async", json.dumps(r["w1_async"]), flush=True)
+                run_w1(engine, "w1_async")
             if args.hf:
                 r["cadence_64_async"] = run_cadence(engine, reqs[:HF_SUBSET], "suba")
             engine.shutdown()
@@ -369,10 +371,7 @@ def main(argv: list[str] | None = None) -> int:
             overlapped = args.async_scheduling != "off"
             engine = make_engine(model, args, overlapped=overlapped, decode_kernel=args.peer_decode_kernel)
             run_cadence(engine, warm, "warm")
-            key = f"w1{'_async' if overlapped else ''}_{args.peer_decode_kernel}_decode"
-            r[key] = run_cadence(engine, reqs, "w1p")
-            r[key]["pct_of_floor"] = 100 * r[key]["out_tok_s"] / r["floor"]["floor_out_tok_s"]
-            print(model, key, json.dumps(r[key]), flush=True)
+            run_w1(engine, f"w1{'_async' if overlapped else ''}_{args.peer_decode_kernel}_decode")
             engine.shutdown()
             del engine
             torch.cuda.empty_cache()
