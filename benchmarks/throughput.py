@@ -219,6 +219,13 @@ def run_cadence(engine: LLMEngine, reqs: list[tuple[list[int], int]], tag: str) 
     return res
 
 
+def run_w1(engine: LLMEngine, reqs: list[tuple[list[int], int]], r: dict, model: str, key: str) -> None:
+    """W1 through `engine` into r[key], with its share of the floor in r["floor"]."""
+    r[key] = run_cadence(engine, reqs, key)
+    r[key]["pct_of_floor"] = 100 * r[key]["out_tok_s"] / r["floor"]["floor_out_tok_s"]
+    print(model, key, json.dumps(r[key]), flush=True)
+
+
 def decode_step_gpu_ms(engine: LLMEngine) -> dict[str, float]:
     """GPU time of one graphed decode step per bucket (scratch-slot rows: the kernel part only)."""
     graphs = engine.runner.graphs
@@ -340,14 +347,9 @@ def main(argv: list[str] | None = None) -> int:
             r["graph_capture_s"] = engine.runner.graphs.capture_seconds
         warm = [([10 + (7 * i + j) % 29000 for j in range(200 + 13 * i)], 8) for i in range(16)]
 
-        def run_w1(engine: LLMEngine, key: str) -> None:
-            r[key] = run_cadence(engine, reqs, key)
-            r[key]["pct_of_floor"] = 100 * r[key]["out_tok_s"] / r["floor"]["floor_out_tok_s"]
-            print(model, key, json.dumps(r[key]), flush=True)
-
         run_cadence(engine, warm, "warm")
         if not args.skip_w1:
-            run_w1(engine, "w1")
+            run_w1(engine, reqs, r, model, "w1")
         if args.hf:
             r["cadence_64"] = run_cadence(engine, reqs[:HF_SUBSET], "sub")
         r["decode_gpu_ms"] = decode_step_gpu_ms(engine)
@@ -361,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
             engine = make_engine(model, args, overlapped=True)
             run_cadence(engine, warm, "warm")
             if not args.skip_w1:
-                run_w1(engine, "w1_async")
+                run_w1(engine, reqs, r, model, "w1_async")
             if args.hf:
                 r["cadence_64_async"] = run_cadence(engine, reqs[:HF_SUBSET], "suba")
             engine.shutdown()
@@ -371,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
             overlapped = args.async_scheduling != "off"
             engine = make_engine(model, args, overlapped=overlapped, decode_kernel=args.peer_decode_kernel)
             run_cadence(engine, warm, "warm")
-            run_w1(engine, f"w1{'_async' if overlapped else ''}_{args.peer_decode_kernel}_decode")
+            run_w1(engine, reqs, r, model, f"w1{'_async' if overlapped else ''}_{args.peer_decode_kernel}_decode")
             engine.shutdown()
             del engine
             torch.cuda.empty_cache()
