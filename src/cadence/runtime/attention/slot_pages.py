@@ -39,6 +39,11 @@ IDLE_BATCH = 2
 AHEAD = 32  # most pages mapped ahead of one request's next chunk
 
 
+def scratch_pages(row_bytes: int) -> int:
+    """Pages of the scratch slot: graphed decodes' padded rows write its token 0."""
+    return -(-row_bytes // PAGE_SIZE)
+
+
 def spare_pages() -> int:
     """Pages a backend holds besides those its blocks' bytes need."""
     return NUM_SPARES + NUM_PREMAP
@@ -68,8 +73,7 @@ class SlotPages:
         for page in self.vm.create_pages(num_pages):
             self.refcount[page] = 0
             self.free_plain[page] = None
-        scratch_pages = -(-self.stride_bytes // PAGE_SIZE)  # graphed decodes' padded rows write token 0
-        self.scratch_pages = self.vm.create_pages(scratch_pages)
+        self.scratch_pages = self.vm.create_pages(scratch_pages(self.stride_bytes))
         for i, page in enumerate(self.scratch_pages):
             self.vm.map(self._offset(self.scratch_slot, i), page)
         self._pending: dict[int, int] = {}  # maps gathered over a pass (offset -> page), issued by _flush_maps
@@ -134,10 +138,15 @@ class SlotPages:
             if self.refcount[page] == 0:
                 self.free_plain[page] = None
 
+    def _free_at(self, off: int) -> int | None:
+        """The page showing at `off` if it is free (mapped ahead, or left by an earlier tenant)."""
+        cur = self._shown(off)
+        return cur if cur is not None and self.refcount.get(cur) == 0 else None
+
     def _fresh_page(self, off: int, kv: KVCacheManager | None) -> int:
         """A free page for a fresh block at `off`: the one showing there if free, else another."""
-        cur = self._shown(off)
-        if cur is not None and self.refcount.get(cur) == 0:
+        cur = self._free_at(off)
+        if cur is not None:
             self._take(cur)
             self.num_swaps += 1
             return cur
@@ -209,9 +218,8 @@ class SlotPages:
 
     def _premap(self, off: int) -> bool:
         """Map a plain free page at `off`, where a fresh block can take it. False if none is left."""
-        cur = self._shown(off)
-        if cur is not None and self.refcount.get(cur) == 0:
-            return True  # a free page shows there already
+        if self._free_at(off) is not None:
+            return True
         if not self.free_plain:
             return False
         page, _ = self.free_plain.popitem(last=False)
@@ -258,8 +266,7 @@ class SlotPages:
                 continue
             for pos in range(self.premap_pages):
                 off = self._offset(slot, pos)
-                cur = self._shown(off)
-                if cur is not None and self.refcount.get(cur) == 0:
+                if self._free_at(off) is not None:
                     continue
                 if len(self.free_plain) <= NUM_SPARES // 2:
                     self._flush_maps()

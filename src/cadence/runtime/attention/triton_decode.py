@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import torch
 
-try:
+from cadence.runtime.kernels import HAVE_TRITON
+
+if HAVE_TRITON:
     import triton
     import triton.language as tl
-
-    HAVE_TRITON = True
-except ImportError:  # CPU installs
-    HAVE_TRITON = False
 
 LOG2E = 1.4426950408889634
 MIN_ROWS = 16  # the smallest tile tl.dot takes in its row dimension
@@ -160,4 +158,3 @@ def reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: torch.Te
         w = torch.softmax(q[b].float()[:, None, :] @ keys.transpose(1, 2) * scale, dim=-1)
         out[b] = (w @ vals)[:, 0]
     return out
-

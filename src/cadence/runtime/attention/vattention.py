@@ -95,8 +95,8 @@ class VAttentionBackend(SlotPages, AttentionBackend):
     @classmethod
     def fixed_overhead_bytes(cls, config: ModelConfig, block_size: int, dtype: torch.dtype,
                              max_num_seqs: int = 256) -> int:
-        row = layout(config, block_size, dtype)[0]
-        return (cls._extra_pages(config, block_size, dtype, max_num_seqs) + -(-row // PAGE_SIZE)) * PAGE_SIZE
+        scratch = slot_pages.scratch_pages(layout(config, block_size, dtype)[0])
+        return (cls._extra_pages(config, block_size, dtype, max_num_seqs) + scratch) * PAGE_SIZE
 
     @staticmethod
     def _extra_pages(config: ModelConfig, block_size: int, dtype: torch.dtype, max_num_seqs: int) -> int:
