@@ -148,12 +148,10 @@ def floors_report(run: dict, hf: dict | None) -> dict:
     return out
 
 
-def make_engine(model: str, args, overlapped: bool = False, decode_kernel: str | None = None,
-                decode_gemm: str | None = None) -> LLMEngine:
+def make_engine(model: str, args, overlapped: bool = False, decode_kernel: str | None = None) -> LLMEngine:
     cfg = EngineConfig(
         load=ModelLoadConfig(model=model, load_format="dummy", attention_backend=args.backend,
-                             piecewise_graphs=args.piecewise_graphs, decode_kernel=decode_kernel or args.decode_kernel,
-                             decode_gemm=decode_gemm or args.decode_gemm),
+                             piecewise_graphs=args.piecewise_graphs, decode_kernel=decode_kernel or args.decode_kernel),
         scheduler=SchedulerConfig(max_num_seqs=256, max_num_batched_tokens=args.budget, max_model_len=2048,
                                   async_scheduling=overlapped),
         cache=CacheConfig(gpu_memory_utilization=args.gpu_memory_utilization, enable_prefix_caching=True),
@@ -234,7 +232,7 @@ def decode_step_gpu_ms(engine: LLMEngine) -> dict[str, float]:
     if graphs is None:
         return {}
     out = {}
-    for b in (1, 16, 64, 256):
+    for b in (1, 64, 256):
         bucket = graphs.bucket(b)
         if bucket is None:
             continue
@@ -308,16 +306,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="the engine's --decode-kernel")
     ap.add_argument("--peer-decode-kernel", default=None, choices=("triton", "flash"),
                     help="also W1 (async if --async-scheduling is on or both) with this decode kernel, same process")
-    ap.add_argument("--decode-gemm", default="auto", choices=("auto", "triton", "cublas"),
-                    help="the engine's --decode-gemm (matmuls of steps with at most 64 tokens)")
-    ap.add_argument("--peer-decode-gemm", default=None, choices=("triton", "cublas"),
-                    help="also W1 and the 64 (async if --async-scheduling is on or both) with this GEMM, same process")
-    ap.add_argument("--subset", action="store_true", help="Cadence on the first 64 requests (implied by --hf)")
     ap.add_argument("--floors-from", default=None, metavar="JSON",
                     help="no GPU: compute both floors from this results file's ceilings and stop")
     ap.add_argument("--hf-from", default=None, metavar="JSON", help="with --floors-from: the HF comparison's results")
     args = ap.parse_args(argv)
-    args.subset = args.subset or args.hf
     if args.floors_from:
         hf = json.loads(Path(args.hf_from).read_text()) if args.hf_from else None
         rep = floors_report(json.loads(Path(args.floors_from).read_text()), hf)
@@ -337,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
                  "settings": {"backend": args.backend, "max_num_batched_tokens": args.budget, "max_num_seqs": 256,
                               "gpu_memory_utilization": args.gpu_memory_utilization, "dtype": "bfloat16",
                               "weights": "dummy", "piecewise_graphs": args.piecewise_graphs,
-                              "decode_kernel": args.decode_kernel, "decode_gemm": args.decode_gemm},
+                              "decode_kernel": args.decode_kernel},
                  "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     res["ceilings"] = ceilings()
     print(json.dumps(res, indent=1), flush=True)
@@ -358,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         run_cadence(engine, warm, "warm")
         if not args.skip_w1:
             run_w1(engine, reqs, r, model, "w1")
-        if args.subset:
+        if args.hf:
             r["cadence_64"] = run_cadence(engine, reqs[:HF_SUBSET], "sub")
         r["decode_gpu_ms"] = decode_step_gpu_ms(engine)
         engine.shutdown()
@@ -367,12 +359,12 @@ def main(argv: list[str] | None = None) -> int:
             r["vmm_after_shutdown"] = {"pages_alive": st.pages_alive, "mappings_alive": st.mappings_alive}
         del engine
         torch.cuda.empty_cache()
-        if args.async_scheduling == "both" and (args.subset or not args.skip_w1):  # the same, steps overlapped
+        if args.async_scheduling == "both" and (args.hf or not args.skip_w1):  # the same, steps overlapped
             engine = make_engine(model, args, overlapped=True)
             run_cadence(engine, warm, "warm")
             if not args.skip_w1:
                 run_w1(engine, reqs, r, model, "w1_async")
-            if args.subset:
+            if args.hf:
                 r["cadence_64_async"] = run_cadence(engine, reqs[:HF_SUBSET], "suba")
             engine.shutdown()
             del engine
@@ -382,19 +374,6 @@ def main(argv: list[str] | None = None) -> int:
             engine = make_engine(model, args, overlapped=overlapped, decode_kernel=args.peer_decode_kernel)
             run_cadence(engine, warm, "warm")
             run_w1(engine, reqs, r, model, f"w1{'_async' if overlapped else ''}_{args.peer_decode_kernel}_decode")
-            engine.shutdown()
-            del engine
-            torch.cuda.empty_cache()
-        if args.peer_decode_gemm:  # W1 and the 64 with the other GEMM for small steps
-            overlapped = args.async_scheduling != "off"
-            suffix = f"{'_async' if overlapped else ''}_{args.peer_decode_gemm}_gemm"
-            engine = make_engine(model, args, overlapped=overlapped, decode_gemm=args.peer_decode_gemm)
-            run_cadence(engine, warm, "warm")
-            if not args.skip_w1:
-                run_w1(engine, reqs, r, model, f"w1{suffix}")
-            if args.subset:
-                r[f"cadence_64{suffix}"] = run_cadence(engine, reqs[:HF_SUBSET], "subp")
-            r[f"decode_gpu_ms_{args.peer_decode_gemm}_gemm"] = decode_step_gpu_ms(engine)
             engine.shutdown()
             del engine
             torch.cuda.empty_cache()

@@ -31,10 +31,6 @@ class ModelLoadConfig:
                 "program, long contexts split; on the H200 4.1 vs 2.3 TB/s of K/V at 256 requests, "
                 "benchmarks/NOTES.md), flash (PyTorch's flash kernel), auto (triton on CUDA where it imports)",
         "choices": ("auto", "triton", "flash")})
-    decode_gemm: str = field(default="auto", metadata={
-        "help": "matmuls of steps with at most 64 tokens: triton (a weight-streaming kernel, "
-                "runtime/skinny_gemm.py), cublas (torch's matmul), auto (triton on CUDA where it imports)",
-        "choices": ("auto", "triton", "cublas")})
     seed: int = field(default=0, metadata={"help": "seed for dummy weights and unseeded sampling"})
     served_model_name: str | None = field(default=None, metadata={"help": "model name shown by the API"})
 

@@ -150,7 +150,6 @@ class LLMEngine:
                             block_size=block_size, dtype=self.dtype, device=self.device,
                             max_num_seqs=config.scheduler.max_num_seqs, max_model_len=self.max_model_len,
                             async_steps=config.scheduler.async_scheduling, decode_kernel=load.decode_kernel,
-                            decode_gemm=load.decode_gemm,
                             piecewise_max_tokens=config.scheduler.max_num_batched_tokens if self._piecewise() else 0)
         if self.tp is not None:
             runner.group = self.tp  # type: ignore[attr-defined]

@@ -9,30 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from cadence.models.config import ModelConfig
-from cadence.runtime import kernels, skinny_gemm
-
-
-class Linear(nn.Linear):
-    """nn.Linear whose batches of at most `stream_rows` rows (CUDA, no bias) run the weight-streaming
-    kernel of runtime/skinny_gemm.py; 0 (the default, and the reference) is plain F.linear."""
-
-    stream_rows: int = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if 0 < x.shape[0] <= self.stream_rows and self.bias is None and x.dim() == 2 and skinny_gemm.usable(x):
-            return skinny_gemm.skinny_mm(x, self.weight)
-        return F.linear(x, self.weight, self.bias)
-
-
-def stream_small_batches(model: nn.Module, rows: int) -> int:
-    """Route batches of up to `rows` rows of every Linear in `model` to the weight-streaming kernel
-    (0: none). Returns how many layers it set."""
-    n = 0
-    for m in model.modules():
-        if isinstance(m, Linear):
-            m.stream_rows = rows
-            n += 1
-    return n
+from cadence.runtime import kernels
 
 
 class RMSNorm(nn.Module):

@@ -9,7 +9,7 @@ from torch import nn
 
 from cadence.distributed.shard import TPShard
 from cadence.models.config import ModelConfig
-from cadence.models.layers import Linear, RMSNorm, RotaryEmbedding, silu_and_mul
+from cadence.models.layers import RMSNorm, RotaryEmbedding, silu_and_mul
 from cadence.runtime import kernels
 
 
@@ -31,8 +31,8 @@ class DecoderAttention(nn.Module):
         local = shard.local_config(config) if shard is not None else config
         self.num_heads, self.num_kv_heads, self.head_dim = local.num_heads, local.num_kv_heads, local.head_dim
         self.q_size, self.kv_size = local.q_size, local.kv_size
-        self.qkv_proj = Linear(config.hidden_size, self.q_size + 2 * self.kv_size, bias=config.attention_bias)
-        self.o_proj = Linear(self.q_size, config.hidden_size, bias=False)
+        self.qkv_proj = nn.Linear(config.hidden_size, self.q_size + 2 * self.kv_size, bias=config.attention_bias)
+        self.o_proj = nn.Linear(self.q_size, config.hidden_size, bias=False)
         self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps) if config.qk_norm else None
         self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps) if config.qk_norm else None
 
@@ -61,8 +61,8 @@ class DecoderMLP(nn.Module):
         super().__init__()
         self.shard = shard
         width = shard.intermediate[1] if shard is not None else config.intermediate_size
-        self.gate_up_proj = Linear(config.hidden_size, 2 * width, bias=False)
-        self.down_proj = Linear(width, config.hidden_size, bias=False)
+        self.gate_up_proj = nn.Linear(config.hidden_size, 2 * width, bias=False)
+        self.down_proj = nn.Linear(width, config.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.down_proj(silu_and_mul(self.gate_up_proj(x)))
@@ -120,7 +120,7 @@ class LlamaForCausalLM(nn.Module):
         self.shard = shard
         self.model = DecoderModel(config, shard)
         vocab = shard.vocab[1] if shard is not None else config.vocab_size
-        self.lm_head = Linear(config.hidden_size, vocab, bias=False)
+        self.lm_head = nn.Linear(config.hidden_size, vocab, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
 

@@ -13,9 +13,7 @@ from cadence.core.graph_buckets import MAX_PIECEWISE_TOKENS
 from cadence.core.kv.kv_cache_manager import KVCacheManager
 from cadence.core.scheduler.output import SchedulerOutput
 from cadence.models.config import ModelConfig
-from cadence.models.layers import stream_small_batches
 from cadence.models.llama import LlamaForCausalLM
-from cadence.runtime import skinny_gemm
 from cadence.runtime.attention import AttentionBackend, backend_class
 from cadence.runtime.cuda_graphs import DecodeGraphs
 from cadence.runtime.piecewise_graphs import PiecewiseGraphs
@@ -38,7 +36,7 @@ class ModelRunner:
     def __init__(self, model: LlamaForCausalLM, config: ModelConfig, *, backend: str, num_blocks: int,
                  block_size: int, dtype: torch.dtype, device: torch.device, max_num_seqs: int = 256,
                  max_model_len: int | None = None, cuda_graphs: bool = True, async_steps: bool = False,
-                 piecewise_max_tokens: int = 0, decode_kernel: str = "auto", decode_gemm: str = "auto") -> None:
+                 piecewise_max_tokens: int = 0, decode_kernel: str = "auto") -> None:
         """`async_steps`: steps may be launched while the previous one runs (`launch`/`collect`).
         `piecewise_max_tokens`: capture piecewise graphs for steps with prefill tokens up to this
         many tokens (0: such steps run eagerly)."""
@@ -50,8 +48,6 @@ class ModelRunner:
             config, num_blocks, block_size, dtype, device, max_num_seqs=max_num_seqs, max_model_len=max_model_len,
             defer_reuse=async_steps, decode_kernel=decode_kernel)
         self.sampler = Sampler(device)
-        self.stream_rows = skinny_gemm.stream_rows(decode_gemm, device)
-        stream_small_batches(model, self.stream_rows)  # before capture: graphs record the kernel choice
         self.graphs: DecodeGraphs | None = None
         if cuda_graphs and device.type == "cuda" and self.attention.supports_cuda_graphs:
             self.graphs = DecodeGraphs(model, self.attention, max_num_seqs, device)
