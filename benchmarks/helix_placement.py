@@ -112,6 +112,20 @@ def artifact_harness(sim_s: float) -> dict:
     return out
 
 
+def rank_correlation(scored: list) -> dict:
+    """Spearman's rho of the simulated score against the planned max flow (under each candidate's own
+    table) and against the placement capacity model, over the candidates the planner scored with IWRR."""
+    from scipy.stats import spearmanr
+
+    table = [s for s in scored if s[1] > 0]
+    sims = [s[3] for s in scored]
+    return {"candidates": len(scored), "model_rho": round(float(spearmanr([s[2] for s in scored], sims)[0]), 3),
+            "max_flow_candidates": len(table),
+            "max_flow_rho": round(float(spearmanr([s[1] for s in table], [s[3] for s in table])[0]), 3),
+            "model_rho_same_candidates": round(float(spearmanr([s[2] for s in table], [s[3] for s in table])[0]), 3),
+            "scored": [(n, round(f, 1), round(m, 1), round(v, 1)) for n, f, m, v in scored]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--time-limit", type=float, default=60.0)
@@ -146,7 +160,8 @@ def main() -> None:
         cluster, tm = load_cluster(cluster_name), ThroughputModel(get_model(model_name), config)
         limit = args.time_limit_42 if len(cluster.nodes) > 24 else args.time_limit
         t0 = time.perf_counter()
-        result = plan(cluster, tm, MilpConfig(time_limit_s=limit, partial_inference=args.partial_inference))
+        result = plan(cluster, tm, MilpConfig(time_limit_s=limit, partial_inference=args.partial_inference),
+                      lane_search_s=limit)
         wall = time.perf_counter() - t0
         m = result.milp
         # long runs: with an offline backlog every node's KV cache fills at t=0 and all prompts prefill
@@ -173,7 +188,9 @@ def main() -> None:
                      "lp_bound": m.lp_bound, "gap": m.gap, "solve_s": m.solve_s, "warm_start": m.warm_start,
                      "warm_value": m.warm_value, "moved_from_warm_start": m.moved, "returned": m.returned, "binaries": m.num_binaries, "pruned_links": m.pruned_links,
                      "warm_search_s": result.warm_search_s, "latency_budget_s": result.latency_budget_s,
-                     "select_sim_score_per_budget_tried": result.tried, "select_score_s": result.score_s},
+                     "select_sim_score_per_budget_tried": result.tried, "select_score_s": result.score_s,
+                     "lane_search_s": round(result.lane_s, 1), "lanes_model_vs_sim": result.lanes},
+            "rank_correlation": rank_correlation(result.scored),
             "placements": rows,
         }
         if args.sim_search_s > 0:  # headroom check, not a planner output

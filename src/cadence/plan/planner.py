@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 
+from cadence.plan.capacity import placement_capacity
 from cadence.plan.cluster import Cluster
 from cadence.plan.errors import PlanError
 from cadence.plan.heuristics import BASELINES, mixed_chains
+from cadence.plan.lanes import lane_search
 from cadence.plan.local_search import improve
 from cadence.plan.milp import MilpConfig, MilpResult, layer_work_bound, solve_milp
 from cadence.plan.placement import FlowSolution, Placement, balanced_flow, max_flow
@@ -32,6 +34,11 @@ class PlanResult:
     tried: dict[float, float] = field(default_factory=dict, hash=False)  # budget -> MILP placement's score
     baseline_tms: dict[str, ThroughputModel] = field(default_factory=dict, hash=False, compare=False)
     score_s: float = 0.0  # seconds spent scoring candidates by simulation
+    lane_s: float = 0.0  # seconds of lane search under the placement capacity model
+    lanes: list[tuple[float, float]] = field(default_factory=list, hash=False)  # (model, simulated) per lane candidate
+    # every candidate run with IWRR that was scored: (method, planned max flow under its table, placement
+    # capacity model, simulated score), for the rank correlation of both models with the simulator
+    scored: list[tuple[str, float, float, float]] = field(default_factory=list, hash=False)
 
 
 def check_fits(cluster: Cluster, tm: ThroughputModel) -> None:
@@ -69,7 +76,8 @@ def _score(cluster: Cluster, tm: ThroughputModel, placement: Placement, flow: Fl
 
 
 def plan(cluster: Cluster, tm: ThroughputModel, config: MilpConfig | None = None,
-         search_share: float = 0.1, budgets_tried: int = 2, select_by: SimConfig | None = SELECT_SIM) -> PlanResult:
+         search_share: float = 0.1, budgets_tried: int = 2, select_by: SimConfig | None = SELECT_SIM,
+         lane_search_s: float = 60.0, lanes_simulated: int = 4) -> PlanResult:
     """Place the model. With no latency budget given (0), every budget of LATENCY_GRID (and none) gives a
     capacity table; baselines and our mixed-chain heuristic are built and scored under each. The score
     is a short simulation (`select_by`; None scores by max flow): each baseline keeps its best budget;
@@ -77,7 +85,12 @@ def plan(cluster: Cluster, tm: ThroughputModel, config: MilpConfig | None = None
     `budgets_tried` budgets with the best-scoring candidates each get a short local search from their
     candidate with the largest max flow and the Helix MILP, sharing the time limit. The MILP placement
     that simulates best wins; where the best-scoring candidate of its budget simulates better, that
-    candidate is returned (`returned` names it), as the max-flow fallback already did for the MILP's start."""
+    candidate is returned (`returned` names it), as the max-flow fallback already did for the MILP's start.
+
+    Lane-built placements (`lanes.lane_search`, `lane_search_s` seconds, ranked by the placement capacity
+    model) join in: the `lanes_simulated` best by that model are simulated with their own routing, each is
+    offered to every MILP as a warm start (by max flow under its table), and the best of them is returned
+    (`returned` = "lanes") where it simulates better than everything else."""
     cfg = config or MilpConfig()
     check_fits(cluster, tm)
     budgets = [tm.config.latency_budget_s] if tm.config.latency_budget_s != 0 else [-1.0, *LATENCY_GRID]
@@ -85,6 +98,7 @@ def plan(cluster: Cluster, tm: ThroughputModel, config: MilpConfig | None = None
     baseline_budgets: dict[str, float] = {}
     baseline_scores: dict[str, float] = {}
     warms = []
+    scored: list[tuple[str, float, float, float]] = []
     t_score = time.perf_counter()
     for lam in budgets:
         tml = tm.at_latency(lam) if lam != tm.config.latency_budget_s else tm
@@ -98,7 +112,16 @@ def plan(cluster: Cluster, tm: ThroughputModel, config: MilpConfig | None = None
         for warm in starts:
             warm_flow = balanced_flow(cluster, warm, tml)
             warms.append((_score(cluster, tm, warm, warm_flow, select_by, "iwrr"), warm_flow.value, lam, tml, warm))
+            if warm_flow.value > 0:
+                model = placement_capacity(cluster, tm, warm, routing=warm_flow).throughput
+                scored.append((f"{warm.method}@{lam}", warm_flow.value, model, warms[-1][0]))
     score_s = time.perf_counter() - t_score
+    t_lanes = time.perf_counter()
+    lanes = lane_search(cluster, tm, lane_search_s, keep=lanes_simulated) if lane_search_s > 0 else []
+    lane_scored = [(_score(cluster, tm, p, f, select_by, "iwrr"), model, p, f) for model, p, f in lanes]
+    lane_scored.sort(key=lambda t: -t[0])
+    scored += [("lanes", 0.0, model, sim) for sim, model, _, _ in lane_scored]
+    lane_s = time.perf_counter() - t_lanes
     warms.sort(key=lambda w: (-w[0], -w[1]))
     if warms[0][1] <= 0:
         raise PlanError(f"no placement of {tm.model.name!r} carries any flow on {cluster.name!r}: "
@@ -109,7 +132,10 @@ def plan(cluster: Cluster, tm: ThroughputModel, config: MilpConfig | None = None
     chosen: list[tuple[float, Placement, float, ThroughputModel, Placement]] = []
     for w in warms:
         if w[2] not in {c[2] for c in chosen} and len(chosen) < max(1, budgets_tried):
-            flow_best = max((v for v in warms if v[2] == w[2]), key=lambda v: v[1])[4]
+            # the lane candidates are candidates of every table: they start the MILP where their max flow is largest
+            pool = [(v[1], v[4]) for v in warms if v[2] == w[2]]
+            pool += [(max_flow(cluster, p, w[3]).value, p) for _, _, p, _ in lane_scored]
+            flow_best = max(pool, key=lambda v: v[0])[1]
             chosen.append((w[0], w[4], w[2], w[3], flow_best))
     best: tuple[MilpResult, float, ThroughputModel, float] | None = None
     tried: dict[float, float] = {}
@@ -136,8 +162,12 @@ def plan(cluster: Cluster, tm: ThroughputModel, config: MilpConfig | None = None
         if best is None or score > best[3]:
             best = (result, lam, tml, score)
     assert best is not None
-    result, lam, tml, _ = best
+    result, lam, tml, score = best
+    if lane_scored and lane_scored[0][0] > score:  # a lane-built placement simulates best: return it
+        _, _, p, f = lane_scored[0]
+        result = replace(result, placement=Placement("helix-milp", p.ranges, p.num_layers, p.partial_inference),
+                         flow=f, returned="lanes")
     return PlanResult(milp=result, baselines=baselines, layer_work_bound=layer_work_bound(cluster, tml),
                       warm_search_s=search_total, latency_budget_s=lam, baseline_budgets=baseline_budgets,
                       tm=tml, tried=tried, baseline_tms={n: tm.at_latency(b) for n, b in baseline_budgets.items()},
-                      score_s=score_s)
+                      score_s=score_s, lane_s=lane_s, lanes=[(m, s) for s, m, _, _ in lane_scored], scored=scored)
