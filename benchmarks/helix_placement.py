@@ -185,7 +185,8 @@ def main() -> None:
             "time_limit_s": limit, "partial_inference": args.partial_inference, "cpu_threads": 1, "plan_wall_s": round(wall, 1), "throughput_config": asdict(tm.config),
             "sim_config": asdict(sim_cfg),
             "milp": {"status": m.status, "objective": m.objective, "dual_bound": m.dual_bound,
-                     "lp_bound": m.lp_bound, "gap": m.gap, "solve_s": m.solve_s, "warm_start": m.warm_start,
+                     "lp_bound": m.lp_bound, "cover_bound": m.cover_bound, "highs_bound": m.highs_bound, "gap": m.gap,
+                     "gap_vs_lp_relaxation": (m.lp_bound - m.objective) / m.lp_bound if m.lp_bound > 0 else 0.0, "solve_s": m.solve_s, "warm_start": m.warm_start,
                      "warm_value": m.warm_value, "moved_from_warm_start": m.moved, "returned": m.returned, "binaries": m.num_binaries, "pruned_links": m.pruned_links,
                      "warm_search_s": result.warm_search_s, "latency_budget_s": result.latency_budget_s,
                      "select_sim_score_per_budget_tried": result.tried, "select_score_s": result.score_s,
@@ -208,8 +209,9 @@ def main() -> None:
             rows["sim-search"] = {"max_flow": 0.0, "latency_budget_s": result.latency_budget_s,
                                   "sim": record["sim_search"]["sim"]}
         summary = "  ".join(f"{k}: flow {v['max_flow']:.0f} sim {v['sim']['throughput']:.0f} (L={v['latency_budget_s']})" for k, v in rows.items())
-        print(f"{cluster_name} {model_name}: gap {100 * m.gap:.1f}% bound {m.dual_bound:.0f} "
-              f"LP {m.lp_bound:.0f} solve {m.solve_s:.0f}s | {summary}", flush=True)
+        print(f"{cluster_name} {model_name}: objective {m.objective:.0f} gap {100 * m.gap:.1f}% bound {m.dual_bound:.0f} "
+              f"(cover {m.cover_bound:.0f}, LP {m.lp_bound:.0f}) solve {m.solve_s:.0f}s wall {wall:.0f}s "
+              f"returned {m.returned} | {summary}", flush=True)
 
 
 if __name__ == "__main__":

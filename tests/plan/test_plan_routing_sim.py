@@ -72,6 +72,7 @@ def test_pick_batch_fills_decodes_to_the_cap_beside_several_prompts() -> None:
 
 
 def test_plan_returns_nothing_that_simulates_worse_than_a_warm_start_it_scored() -> None:
+    from cadence.plan.cover_bound import cover_bound
     from cadence.plan.milp import MilpConfig
     from cadence.plan.placement import balanced_flow
     from cadence.plan.planner import LATENCY_GRID, _candidates, plan
@@ -84,12 +85,12 @@ def test_plan_returns_nothing_that_simulates_worse_than_a_warm_start_it_scored()
     sim = SimConfig(duration_s=60, warmup_s=30)
     result = plan(cluster, tm, MilpConfig(time_limit_s=4), select_by=sim)
     got = simulate(cluster, tm, result.milp.placement, result.milp.flow, sim, routing="iwrr").throughput
-    assert result.milp.returned in ("milp", "swarm", "separate", "mixed-chains", "lanes")
+    assert result.milp.returned in ("milp", "swarm", "separate", "mixed-chains", "stages", "lanes")
     # nor worse than a lane-built candidate it simulated
     assert result.lanes and got >= max(s for _, s in result.lanes) - 1e-9
     for lam in (-1.0, *LATENCY_GRID):
         tml = tm.at_latency(lam)
-        for start in _candidates(cluster, tml, False)[1]:
+        for start in _candidates(cluster, tml, False, cover_bound(cluster, tml))[1]:
             flow = balanced_flow(cluster, start, tml)
             if flow.value > 0:
                 assert got >= simulate(cluster, tm, start, flow, sim, routing="iwrr").throughput - 1e-9

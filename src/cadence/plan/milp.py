@@ -15,6 +15,9 @@ Additions of ours that keep every integer solution:
   layers adds at most k min(cap_i(k), F), which is what an integer placement can use of it.
 - s_i <= s_j for interchangeable nodes i < j (same GPUs, region and links), which removes symmetric
   copies of each solution from the search.
+The gap is reported against the least proven bound: HiGHS's dual bound, this model's LP relaxation, or
+the layer-cover bound (`cover_bound.py`, a configuration LP with branching on node counts), which is far
+tighter on real clusters (helix-24 / LLaMA-2-70B at a 3.3 s budget: LP 309, cover 279, best found 278.8).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import highspy
 import numpy as np
 
 from cadence.plan.cluster import SINK, SOURCE, Cluster
+from cadence.plan.cover_bound import cover_bound
 from cadence.plan.placement import FlowSolution, Placement, max_flow
 from cadence.plan.throughput import ThroughputModel
 
@@ -50,7 +54,7 @@ class MilpResult:
     placement: Placement
     flow: FlowSolution
     objective: float  # MILP incumbent (tokens/s)
-    dual_bound: float  # HiGHS's proven upper bound
+    dual_bound: float  # the least proven upper bound: HiGHS's, the LP relaxation's, the cover bound's
     lp_bound: float  # LP relaxation of the same model
     gap: float  # (dual_bound - objective) / dual_bound
     status: str
@@ -61,6 +65,8 @@ class MilpResult:
     num_binaries: int
     pruned_links: int
     moved: bool = True  # the MILP's placement differs from its warm start (up to swapping interchangeable nodes)
+    cover_bound: float = float("inf")  # the configuration LP of layer covering (cover_bound.py)
+    highs_bound: float = float("inf")  # HiGHS's own dual bound on this model
     returned: str = "milp"  # "milp", or the candidate the planner returned instead (it simulated better)
 
 
@@ -166,9 +172,16 @@ def prune_links(cluster: Cluster, tm: ThroughputModel, share: float) -> tuple[li
     return kept, dropped
 
 
-def solve_milp(cluster: Cluster, tm: ThroughputModel, warm: Placement, config: MilpConfig | None = None) -> MilpResult:
-    """Solve the placement MILP; `warm` (a heuristic placement) is the first incumbent."""
+def solve_milp(cluster: Cluster, tm: ThroughputModel, warm: Placement, config: MilpConfig | None = None,
+               cover: float | None = None) -> MilpResult:
+    """Solve the placement MILP; `warm` (a heuristic placement) is the first incumbent. The gap is taken
+    against the least of HiGHS's dual bound, the LP relaxation and `cover` (the layer-cover bound,
+    computed here if not given): the compact model's LP relaxation is weak (a fast node counts its
+    capacity at every layer it covers, up to the flow), the cover bound makes each layer pay for whole
+    nodes."""
     cfg = config or MilpConfig()
+    if cover is None:
+        cover = cover_bound(cluster, tm)
     L = tm.model.num_layers
     partial = cfg.partial_inference
     nodes = [n for n in cluster.nodes if tm.max_layers(n) >= 1]
@@ -311,12 +324,12 @@ def solve_milp(cluster: Cluster, tm: ThroughputModel, warm: Placement, config: M
     if result_flow.value < warm_flow.value:  # never return worse than the start
         placement, result_flow = Placement("helix-milp", warm.ranges, L, partial), warm_flow
     objective = max(info.objective_function_value if info.primal_solution_status else 0.0, result_flow.value)
-    dual = info.mip_dual_bound if np.isfinite(info.mip_dual_bound) else lp_bound
-    dual = max(min(dual, lp_bound), objective)
+    highs_dual = info.mip_dual_bound if np.isfinite(info.mip_dual_bound) else lp_bound
+    dual = max(min(highs_dual, lp_bound, cover), objective)
     return MilpResult(
         placement=placement, flow=result_flow, objective=result_flow.value, dual_bound=dual, lp_bound=lp_bound,
         gap=(dual - objective) / dual if dual > 0 else 0.0, status=status, solve_s=solve_s,
         warm_start=warm.method, warm_value=warm_flow.value, num_vars=len(m.cost),
         num_binaries=sum(m.integer) - len(start), pruned_links=dropped,
-        moved=canonical(placement, groups).ranges != warm.ranges,
+        moved=canonical(placement, groups).ranges != warm.ranges, cover_bound=cover, highs_bound=highs_dual,
     )

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 
 from cadence.plan.capacity import placement_capacity
 from cadence.plan.cluster import Cluster
+from cadence.plan.cover_bound import cover_bound
 from cadence.plan.errors import PlanError
 from cadence.plan.heuristics import BASELINES, mixed_chains
 from cadence.plan.lanes import lane_search
@@ -14,6 +15,7 @@ from cadence.plan.local_search import improve
 from cadence.plan.milp import MilpConfig, MilpResult, layer_work_bound, solve_milp
 from cadence.plan.placement import FlowSolution, Placement, balanced_flow, max_flow
 from cadence.plan.simulator import SimConfig, simulate
+from cadence.plan.stages import stage_placement
 from cadence.plan.throughput import ThroughputModel
 
 # round-trip latency budgets (s) the planner tries when none is given: each gives its own capacity table
@@ -54,15 +56,18 @@ def check_fits(cluster: Cluster, tm: ThroughputModel) -> None:
         )
 
 
-def _candidates(cluster: Cluster, tm: ThroughputModel, partial: bool) -> tuple[dict, list[Placement]]:
+def _candidates(cluster: Cluster, tm: ThroughputModel, partial: bool, cover: float) -> tuple[dict, list[Placement]]:
     """The baselines under this capacity table, and the warm starts the MILP may begin from: the baselines
-    it can express and our mixed-chain heuristic."""
+    it can express, our mixed-chain heuristic and the stage-structured placement of largest max flow."""
     baselines = {}
     for name, build in BASELINES.items():
         p = build(cluster, tm)
         baselines[name] = (p, balanced_flow(cluster, p, tm))
     candidates = [p for p, _ in baselines.values() if not p.partial_inference or partial]
     candidates.append(mixed_chains(cluster, tm))
+    staged = stage_placement(cluster, tm, upper=cover)
+    if staged is not None:
+        candidates.append(staged[0])
     # a separate-pipelines start must drop its grouping: the MILP lets pipelines share
     return baselines, [Placement(p.method, p.ranges, p.num_layers, partial) for p in candidates]
 
@@ -79,7 +84,9 @@ def plan(cluster: Cluster, tm: ThroughputModel, config: MilpConfig | None = None
          search_share: float = 0.1, budgets_tried: int = 2, select_by: SimConfig | None = SELECT_SIM,
          lane_search_s: float = 60.0, lanes_simulated: int = 4) -> PlanResult:
     """Place the model. With no latency budget given (0), every budget of LATENCY_GRID (and none) gives a
-    capacity table; baselines and our mixed-chain heuristic are built and scored under each. The score
+    capacity table; baselines, our mixed-chain heuristic and the stage-structured placement of largest max
+    flow (`stages.stage_placement`, bisected below the table's layer-cover bound) are built and scored
+    under each. The score
     is a short simulation (`select_by`; None scores by max flow): each baseline keeps its best budget;
     every warm-start candidate is scored as the MILP's placement runs (IWRR over its balanced flow). The
     `budgets_tried` budgets with the best-scoring candidates each get a short local search from their
@@ -100,9 +107,11 @@ def plan(cluster: Cluster, tm: ThroughputModel, config: MilpConfig | None = None
     warms = []
     scored: list[tuple[str, float, float, float]] = []
     t_score = time.perf_counter()
+    covers: dict[float, float] = {}
     for lam in budgets:
         tml = tm.at_latency(lam) if lam != tm.config.latency_budget_s else tm
-        base, starts = _candidates(cluster, tml, cfg.partial_inference)
+        covers[lam] = cover_bound(cluster, tml)
+        base, starts = _candidates(cluster, tml, cfg.partial_inference, covers[lam])
         for name, (p, f) in base.items():
             score = _score(cluster, tm, p, f, select_by)
             if name not in baselines or score > baseline_scores[name]:
@@ -151,7 +160,7 @@ def plan(cluster: Cluster, tm: ThroughputModel, config: MilpConfig | None = None
         search_s = time.perf_counter() - t0
         search_total += search_s
         remaining = MilpConfig(**{**cfg.__dict__, "time_limit_s": max(1.0, share - search_s)})
-        result = solve_milp(cluster, tml, warm, remaining)
+        result = solve_milp(cluster, tml, warm, remaining, cover=covers[lam])
         result = replace(result, flow=balanced_flow(cluster, result.placement, tml))  # IWRR routes by it
         score = _score(cluster, tm, result.placement, result.flow, select_by, "iwrr")
         if score < warm_score:  # by the planner's own score a candidate was better: return it
