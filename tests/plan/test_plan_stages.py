@@ -93,3 +93,16 @@ def test_helix24_70b_stage_placement_is_within_a_percent_of_the_cover_bound() ->
     assert result.cover_bound == bound and result.dual_bound <= bound + 1e-6
     assert result.gap < 0.01
     assert result.lp_bound > 1.05 * result.dual_bound  # the compact LP alone would report > 5 %
+
+
+def test_cover_bound_and_milps_on_other_thread_counts_share_one_process() -> None:
+    # HiGHS sizes one thread scheduler a process at its first solve; the cover bound's LPs (one thread)
+    # and a MILP on two must not break each other
+    cluster, tm = random_case(0)
+    warm = stage_placement(cluster, tm)[0]
+    first = solve_milp(cluster, tm, warm, MilpConfig(time_limit_s=5, threads=2))
+    bound = cover_bound(cluster, tm)
+    again = solve_milp(cluster, tm, warm, MilpConfig(time_limit_s=5, threads=1), cover=bound)
+    assert first.status == again.status == "Optimal"
+    assert first.lp_bound == pytest.approx(again.lp_bound) and again.lp_bound > 0
+    assert bound == pytest.approx(first.cover_bound)

@@ -22,9 +22,10 @@ for whole nodes, which is what separates the two (70B on helix-24: 309 against a
 from __future__ import annotations
 
 import math
+import time
 
+import highspy
 import numpy as np
-from scipy.optimize import linprog
 
 from cadence.plan.cluster import Cluster
 from cadence.plan.lanes import node_types
@@ -34,8 +35,8 @@ GRID = 2000  # capacity units a pattern's knapsack counts in (items' capacities 
 
 
 class _CoverLP:
-    """The configuration LP at one flow, its patterns kept across solves (branching changes only the
-    bounds on the node counts n_tk, never which patterns exist)."""
+    """The configuration LP at one flow in HiGHS, patterns added as columns and kept across solves
+    (branching changes only the bounds on the node counts n_tk and which patterns they allow)."""
 
     def __init__(self, items: list[tuple[int, int, float]], counts: list[int], flow: float, num_layers: int) -> None:
         self.items, self.counts, self.L = items, counts, num_layers
@@ -43,41 +44,66 @@ class _CoverLP:
         unit = flow / GRID
         # capacities rounded up to whole units: a pattern that really reaches the flow still does
         self.weight = np.array([min(GRID, math.ceil(c / unit - 1e-9)) for _, _, c in items], dtype=np.int64)
+        n_items = len(items)
+        h = self.h = highspy.Highs()
+        h.setOptionValue("output_flag", False)
+        h.setOptionValue("threads", 1)
+        # columns 0..n_items-1: n_tk; rows: one per item (slots dealt <= k n_tk), one per type (nodes)
+        h.addVars(n_items, np.zeros(n_items), np.array([float(counts[t]) for t, _, _ in items]))
+        h.changeObjectiveSense(highspy.ObjSense.kMaximize)
+        starts, index, value = [], [], []
+        for i, (_, k, _) in enumerate(items):
+            starts.append(len(index))
+            index.append(i)
+            value.append(-float(k))
+        for t in range(len(counts)):
+            starts.append(len(index))
+            for i, (ti, _, _) in enumerate(items):
+                if ti == t:
+                    index.append(i)
+                    value.append(1.0)
+        h.addRows(n_items + len(counts), np.full(n_items + len(counts), -highspy.kHighsInf),
+                  np.concatenate([np.zeros(n_items), np.array(counts, dtype=float)]), len(index),
+                  np.array(starts, dtype=np.int32), np.array(index, dtype=np.int32), np.array(value))
         self.patterns: list[np.ndarray] = []
+        self.seen: set[tuple[float, ...]] = set()
         for i, w in enumerate(self.weight):  # a pattern of copies of one item each
             if w > 0:
-                p = np.zeros(len(items))
+                p = np.zeros(n_items)
                 p[i] = math.ceil(GRID / w)
-                self.patterns.append(p)
+                self._add(p)
 
-    def solve(self, n_lo: np.ndarray, n_hi: np.ndarray, max_rounds: int = 500) -> tuple[float, np.ndarray]:
-        """Column generation to the LP optimum (or until it covers every layer): (layers covered, n)."""
-        n_items, n_types = len(self.items), len(self.counts)
-        if not self.patterns:
-            return 0.0, n_lo
+    def _add(self, p: np.ndarray) -> None:
+        rows = np.flatnonzero(p).astype(np.int32)
+        self.h.addCol(1.0, 0.0, highspy.kHighsInf, len(rows), rows, p[rows])
+        self.patterns.append(p)
+        self.seen.add(tuple(p))
+
+    def solve(self, n_lo: np.ndarray, n_hi: np.ndarray, max_rounds: int = 2000) -> tuple[float, np.ndarray]:
+        """Column generation to the LP optimum (or until it covers every layer): (layers covered, n);
+        covered is infinite if it did not converge within `max_rounds` (so nothing is ruled out)."""
+        n_items, h = len(self.items), self.h
+        h.changeColsBounds(n_items, np.arange(n_items, dtype=np.int32), n_lo.astype(float), n_hi.astype(float))
+        # a layer holds at most as many slots of a kind as there may be nodes of that kind
+        cap = np.floor(n_hi + 1e-9)
+        if self.patterns:
+            allowed = np.all(np.array(self.patterns) <= cap, axis=1)
+            h.changeColsBounds(len(self.patterns), np.arange(n_items, n_items + len(self.patterns), dtype=np.int32),
+                               np.zeros(len(self.patterns)), np.where(allowed, highspy.kHighsInf, 0.0))
+        n = n_lo
         for _ in range(max_rounds):
-            P = np.array(self.patterns).T  # items x patterns
-            n_pat = P.shape[1]
-            # columns: y (patterns), n (items); rows: items, then types
-            a_items = np.hstack([P, -np.diag([float(k) for _, k, _ in self.items])])
-            a_types = np.zeros((n_types, n_pat + n_items))
-            for i, (t, _, _) in enumerate(self.items):
-                a_types[t, n_pat + i] = 1.0
-            # a layer holds at most as many slots of a kind as there may be nodes of that kind
-            cap = np.floor(n_hi + 1e-9)
-            allowed = np.all(cap[:, None] >= P, axis=0)
-            bounds = [(0, None if ok else 0) for ok in allowed] + list(zip(n_lo, n_hi, strict=True))
-            res = linprog(-np.concatenate([np.ones(n_pat), np.zeros(n_items)]),
-                          A_ub=np.vstack([a_items, a_types]),
-                          b_ub=np.concatenate([np.zeros(n_items), self.counts]), bounds=bounds, method="highs")
-            if res.status == 2:  # the bounds on n leave no solution at all
+            h.run()
+            status = h.getModelStatus()
+            if status == highspy.HighsModelStatus.kInfeasible:  # the bounds on n leave no solution
                 return 0.0, n_lo
-            if res.status != 0:
-                raise RuntimeError(f"cover bound LP failed: {res.message}")
-            covered, n = -res.fun, res.x[n_pat:]
+            if status != highspy.HighsModelStatus.kOptimal:
+                raise RuntimeError(f"cover bound LP failed: {h.modelStatusToString(status)}")
+            sol = h.getSolution()
+            covered = h.getInfo().objective_function_value
+            n = np.array(sol.col_value[:n_items])
             if covered >= self.L - 1e-7:
                 return covered, n
-            duals = -res.ineqlin.marginals[:n_items]  # >= 0: price of a slot of each kind
+            duals = np.maximum(np.array(sol.row_dual[:n_items]), 0.0)  # price of a slot of each kind
             # pricing: the cheapest pattern reaching the flow, at most `cap` copies of each kind (a 0/1
             # knapsack over copies); a column helps if it costs under 1
             cost = np.full(self.need + 1, np.inf)
@@ -91,7 +117,7 @@ class _CoverLP:
                     take = taken < cost
                     cost = np.where(take, taken, cost)
                     steps.append((i, take))
-            if cost[self.need] >= 1.0 - 1e-9:
+            if cost[self.need] >= 1.0 - 1e-6:
                 return covered, n  # the LP optimum
             p = np.zeros(n_items)
             c = self.need
@@ -99,15 +125,17 @@ class _CoverLP:
                 if c > 0 and take[c]:
                     p[i] += 1
                     c = max(0, c - int(self.weight[i]))
-            self.patterns.append(p)
-        raise RuntimeError("cover bound: column generation did not converge")
+            if tuple(p) in self.seen:
+                return covered, n  # priced again: optimal within the LP's tolerances
+            self._add(p)
+        return float("inf"), n  # not converged: nothing is ruled out
 
 
 def _reachable(items: list[tuple[int, int, float]], counts: list[int], flow: float, num_layers: int,
-               node_limit: int = 200) -> bool:
+               node_limit: int = 200, deadline: float = math.inf) -> bool:
     """False only if no whole numbers of nodes per (type, layer count) let the configuration LP cover every
     layer at `flow` (branch and bound on the node counts; patterns stay fractional). True when it cannot
-    rule `flow` out within `node_limit` LPs, which keeps the bound valid."""
+    rule `flow` out within `node_limit` LPs or by `deadline`, which keeps the bound valid."""
     lp = _CoverLP(items, counts, flow, num_layers)
     top = np.array([float(counts[t]) for t, _, _ in items])
     stack = [(np.zeros(len(items)), top)]
@@ -115,7 +143,7 @@ def _reachable(items: list[tuple[int, int, float]], counts: list[int], flow: flo
     while stack:
         lo, hi = stack.pop()
         solved += 1
-        if solved > node_limit:
+        if solved > node_limit or time.perf_counter() > deadline:
             return True
         covered, n = lp.solve(lo, hi)
         if covered < num_layers - 1e-7:
@@ -130,23 +158,30 @@ def _reachable(items: list[tuple[int, int, float]], counts: list[int], flow: flo
     return False
 
 
-def cover_bound(cluster: Cluster, tm: ThroughputModel, rel_tol: float = 1e-3) -> float:
+def cover_bound(cluster: Cluster, tm: ThroughputModel, rel_tol: float = 1e-3, time_limit_s: float = 30.0) -> float:
     """The least flow (within `rel_tol`, rounded up) that no placement of the model on the cluster
-    reaches under this capacity table."""
+    reaches under this capacity table; after `time_limit_s` the least flow ruled out so far."""
     types = node_types(cluster, tm)
-    items = [(t, k, tm.capacity(nodes[0], k)) for t, nodes in enumerate(types)
-             for k in range(1, tm.max_layers(nodes[0]) + 1)
-             if tm.capacity(nodes[0], k) > 0]
+    items = []
+    for t, nodes in enumerate(types):
+        caps = {k: tm.capacity(nodes[0], k) for k in range(1, tm.max_layers(nodes[0]) + 1)}
+        # a layer count is worth an item only if no larger count has at least its capacity: a node holding
+        # more layers at no less capacity offers more slots, each worth as much (slots may go unused)
+        items += [(t, k, c) for k, c in caps.items() if c > 0 and all(caps[j] < c for j in caps if j > k)]
     if not items:
         return 0.0
     counts = [len(t) for t in types]
     L = tm.model.num_layers
     hi = sum(max((k * c for t2, k, c in items if t2 == t), default=0.0) * n for t, n in enumerate(counts)) / L
-    lo = 0.0
-    while hi - lo > rel_tol * hi:
-        mid = (lo + hi) / 2
-        if _reachable(items, counts, mid, L):
-            lo = mid
-        else:
-            hi = mid
+    deadline = time.perf_counter() + time_limit_s
+    highspy.Highs.resetGlobalScheduler(True)  # sized by an earlier solve (e.g. a MILP on more threads)
+    # first the configuration LP alone (one LP a flow), then branching on node counts just below it
+    for node_limit in (1, 200):
+        lo = 0.0 if node_limit == 1 else 0.9 * hi
+        while hi - lo > rel_tol * hi and time.perf_counter() < deadline:
+            mid = (lo + hi) / 2
+            if _reachable(items, counts, mid, L, node_limit=node_limit, deadline=deadline):
+                lo = mid
+            else:
+                hi = mid
     return hi

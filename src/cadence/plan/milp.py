@@ -286,6 +286,9 @@ def solve_milp(cluster: Cluster, tm: ThroughputModel, warm: Placement, config: M
             x0[xs[e - s]] = sum(x0[flow[f]] for f in flow if f[1] == i)
 
     def highs(relax: bool) -> highspy.Highs:
+        # HiGHS keeps one thread scheduler a process, sized by the first solve: another thread count
+        # (the cover bound's LPs run on one) fails unless it is reset
+        highspy.Highs.resetGlobalScheduler(True)
         h = highspy.Highs()
         h.setOptionValue("output_flag", cfg.verbose)
         h.setOptionValue("random_seed", cfg.seed)
