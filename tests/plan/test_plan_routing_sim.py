@@ -6,7 +6,7 @@ from cadence.plan.cluster import parse_cluster
 from cadence.plan.model import get_model
 from cadence.plan.placement import Placement, max_flow
 from cadence.plan.router import IwrrRouter, SwarmRouter, iwrr_schedule
-from cadence.plan.simulator import Request, SimConfig, pick_batch, simulate
+from cadence.plan.simulator import Request, SimConfig, default_routing, pick_batch, simulate
 from cadence.plan.throughput import ThroughputConfig, ThroughputModel
 
 
@@ -85,9 +85,13 @@ def test_plan_returns_nothing_that_simulates_worse_than_a_warm_start_it_scored()
     sim = SimConfig(duration_s=60, warmup_s=30)
     result = plan(cluster, tm, MilpConfig(time_limit_s=4), select_by=sim)
     got = simulate(cluster, tm, result.milp.placement, result.milp.flow, sim, routing="iwrr").throughput
-    assert result.milp.returned in ("milp", "swarm", "separate", "mixed-chains", "stages", "lanes")
+    assert result.milp.returned in ("milp", "swarm", "separate", "mixed-chains", "stages", "lanes", "petals")
     # nor worse than a lane-built candidate it simulated
     assert result.lanes and got >= max(s for _, s in result.lanes) - 1e-9
+    # nor worse than a baseline routed as Helix routes (separate pipelines with their grouping)
+    for p, f in result.baselines.values():
+        if default_routing(p) == "iwrr" and not p.partial_inference:
+            assert got >= simulate(cluster, tm, p, f, sim, routing="iwrr").throughput - 1e-9
     for lam in (-1.0, *LATENCY_GRID):
         tml = tm.at_latency(lam)
         for start in _candidates(cluster, tml, False, cover_bound(cluster, tml))[1]:

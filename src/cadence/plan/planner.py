@@ -14,7 +14,7 @@ from cadence.plan.lanes import lane_search
 from cadence.plan.local_search import improve
 from cadence.plan.milp import MilpConfig, MilpResult, layer_work_bound, solve_milp
 from cadence.plan.placement import FlowSolution, Placement, balanced_flow, max_flow
-from cadence.plan.simulator import SimConfig, simulate
+from cadence.plan.simulator import SimConfig, default_routing, simulate
 from cadence.plan.stages import stage_placement
 from cadence.plan.throughput import ThroughputModel
 
@@ -99,7 +99,8 @@ def plan(cluster: Cluster, tm: ThroughputModel, config: MilpConfig | None = None
     Lane-built placements (`lanes.lane_search`, `lane_search_s` seconds, ranked by the placement capacity
     model) join in: the `lanes_simulated` best by that model are simulated with their own routing, each is
     offered to every MILP as a warm start (by max flow under its table), and the best of them is returned
-    (`returned` = "lanes") where it simulates better than everything else."""
+    (`returned` = "lanes") where it simulates better than everything else. So is a baseline routed by IWRR
+    (separate pipelines, with their grouping) that simulates better than all of that."""
     cfg = config or MilpConfig()
     check_fits(cluster, tm)
     budgets = [tm.config.latency_budget_s] if tm.config.latency_budget_s != 0 else [-1.0, *LATENCY_GRID]
@@ -180,6 +181,15 @@ def plan(cluster: Cluster, tm: ThroughputModel, config: MilpConfig | None = None
         _, _, p, f = lane_scored[0]
         result = replace(result, placement=Placement("helix-milp", p.ranges, p.num_layers, p.partial_inference),
                          flow=f, returned="lanes")
+        score = lane_scored[0][0]
+    # a baseline the MILP cannot express (separate pipelines keep each token inside its pipeline) that
+    # simulates better under IWRR is returned as it is, its grouping included: never worse than a baseline
+    for name, (p, f) in baselines.items():
+        if (default_routing(p) == "iwrr" and baseline_scores[name] > score
+                and (not p.partial_inference or cfg.partial_inference)):
+            result = replace(result, placement=Placement("helix-milp", p.ranges, p.num_layers, p.partial_inference,
+                                                         p.groups), flow=f, returned=name)
+            score = baseline_scores[name]
     return PlanResult(milp=result, baselines=baselines, layer_work_bound=layer_work_bound(cluster, tml),
                       warm_search_s=search_total, latency_budget_s=lam, baseline_budgets=baseline_budgets,
                       tm=tml, tried=tried, baseline_tms={n: tm.at_latency(b) for n, b in baseline_budgets.items()},
