@@ -74,7 +74,8 @@ def _run(args: argparse.Namespace) -> int:
     print(
         f"\nHelix MILP: max flow {m.objective:.0f} tokens/s  ({m.status}, {m.solve_s:.1f} s + "
         f"{result.warm_search_s:.1f} s warm-start search)\n"
-        f"  bound {m.dual_bound:.0f} (LP relaxation {m.lp_bound:.0f}), gap {100 * m.gap:.1f}%; "
+        f"  bound {m.dual_bound:.0f} (layer cover {m.cover_bound:.0f}, HiGHS {m.highs_bound:.0f}, "
+        f"LP relaxation {m.lp_bound:.0f}), gap {100 * m.gap:.1f}%; "
         f"warm start {m.warm_start} at {m.warm_value:.0f}{'' if m.moved else ' (not improved)'}; "
         f"{'' if m.returned == 'milp' else f'returned the {m.returned} candidate instead (it simulates better); '}"
         f"{m.num_binaries} binaries, {m.pruned_links} links pruned"
