@@ -13,8 +13,10 @@ y_p = how many layers get pattern p, n_tk = how many nodes of type t hold k laye
 
 has optimum >= L whenever F is reachable, so the least F where it falls below L bounds every placement,
 with or without partial inference and whatever the links. Patterns are generated as needed (column
-generation; pricing is a covering knapsack over capacities rounded up, which keeps it a relaxation),
-and F is found by bisection. The compact MILP's LP relaxation lets a fast node count its capacity at
+generation; pricing is a covering knapsack over capacities rounded up, which keeps it a relaxation,
+with no more copies of a kind in a pattern than there may be nodes of it); branch and bound on the node
+counts n_tk (whole nodes, patterns still fractional) tightens it just below the LP's answer; F is found
+by bisection. The compact MILP's LP relaxation lets a fast node count its capacity at
 every layer it covers up to the flow, fractional layer counts included; the patterns make a layer pay
 for whole nodes, which is what separates the two (70B on helix-24: 309 against about 280).
 """

@@ -88,10 +88,9 @@ def plan(cluster: Cluster, tm: ThroughputModel, config: MilpConfig | None = None
     """Place the model. With no latency budget given (0), every budget of LATENCY_GRID (and none) gives a
     capacity table; baselines, our mixed-chain heuristic and the stage-structured placement of largest max
     flow (`stages.stage_placement`, bisected below the table's layer-cover bound) are built and scored
-    under each. The score
-    is a short simulation (`select_by`; None scores by max flow): each baseline keeps its best budget;
-    every warm-start candidate is scored as the MILP's placement runs (IWRR over its balanced flow). The
-    `budgets_tried` budgets with the best-scoring candidates each get a short local search from their
+    under each. The score is a short simulation (`select_by`; None scores by max flow): each baseline keeps
+    its best budget; every warm-start candidate is scored as the MILP's placement runs (IWRR over its
+    balanced flow). The `budgets_tried` budgets with the best-scoring candidates each get a short local search from their
     candidate with the largest max flow and the Helix MILP, sharing the time limit. The MILP placement
     that simulates best wins; where the best-scoring candidate of its budget simulates better, that
     candidate is returned (`returned` names it), as the max-flow fallback already did for the MILP's start.
