@@ -36,13 +36,20 @@ from cadence.plan.throughput import ThroughputModel
 GRID = 2000  # capacity units a pattern's knapsack counts in (items' capacities rounded up to them)
 
 
+def layer_work_bound(cluster: Cluster, tm: ThroughputModel) -> float:
+    """Upper bound on any placement's throughput: every token passes all L layers."""
+    work = 0.0
+    for node in cluster.nodes:
+        work += max((k * tm.capacity(node, k) for k in range(1, tm.max_layers(node) + 1)), default=0.0)
+    return work / tm.model.num_layers
+
+
 class _CoverLP:
     """The configuration LP at one flow in HiGHS, patterns added as columns and kept across solves
     (branching changes only the bounds on the node counts n_tk and which patterns they allow)."""
 
     def __init__(self, items: list[tuple[int, int, float]], counts: list[int], flow: float, num_layers: int) -> None:
         self.items, self.counts, self.L = items, counts, num_layers
-        self.need = GRID
         unit = flow / GRID
         # capacities rounded up to whole units: a pattern that really reaches the flow still does
         self.weight = np.array([min(GRID, math.ceil(c / unit - 1e-9)) for _, _, c in items], dtype=np.int64)
@@ -108,21 +115,21 @@ class _CoverLP:
             duals = np.maximum(np.array(sol.row_dual[:n_items]), 0.0)  # price of a slot of each kind
             # pricing: the cheapest pattern reaching the flow, at most `cap` copies of each kind (a 0/1
             # knapsack over copies); a column helps if it costs under 1
-            cost = np.full(self.need + 1, np.inf)
+            cost = np.full(GRID + 1, np.inf)
             cost[0] = 0.0
-            index = np.arange(self.need + 1)
+            index = np.arange(GRID + 1)
             steps: list[tuple[int, np.ndarray]] = []
             for i in range(n_items):
                 w = int(self.weight[i])
-                for _ in range(int(min(cap[i], math.ceil(self.need / w))) if w > 0 else 0):
+                for _ in range(int(min(cap[i], math.ceil(GRID / w))) if w > 0 else 0):
                     taken = cost[np.maximum(index - w, 0)] + duals[i]
                     take = taken < cost
                     cost = np.where(take, taken, cost)
                     steps.append((i, take))
-            if cost[self.need] >= 1.0 - 1e-6:
+            if cost[GRID] >= 1.0 - 1e-6:
                 return covered, n  # the LP optimum
             p = np.zeros(n_items)
-            c = self.need
+            c = GRID
             for i, take in reversed(steps):
                 if c > 0 and take[c]:
                     p[i] += 1
@@ -160,9 +167,11 @@ def _reachable(items: list[tuple[int, int, float]], counts: list[int], flow: flo
     return False
 
 
-def cover_bound(cluster: Cluster, tm: ThroughputModel, rel_tol: float = 1e-3, time_limit_s: float = 30.0) -> float:
+def cover_bound(cluster: Cluster, tm: ThroughputModel, rel_tol: float = 1e-3, time_limit_s: float = 30.0,
+                upper: float | None = None) -> float:
     """The least flow (within `rel_tol`, rounded up) that no placement of the model on the cluster
-    reaches under this capacity table; after `time_limit_s` the least flow ruled out so far."""
+    reaches under this capacity table; after `time_limit_s` the least flow ruled out so far. `upper`, a
+    bound proven earlier (an earlier call's answer), is where the search starts."""
     types = node_types(cluster, tm)
     items = []
     for t, nodes in enumerate(types):
@@ -174,7 +183,7 @@ def cover_bound(cluster: Cluster, tm: ThroughputModel, rel_tol: float = 1e-3, ti
         return 0.0
     counts = [len(t) for t in types]
     L = tm.model.num_layers
-    hi = sum(max((k * c for t2, k, c in items if t2 == t), default=0.0) * n for t, n in enumerate(counts)) / L
+    hi = layer_work_bound(cluster, tm) if upper is None else min(upper, layer_work_bound(cluster, tm))
     deadline = time.perf_counter() + time_limit_s
     highspy.Highs.resetGlobalScheduler(True)  # sized by an earlier solve (e.g. a MILP on more threads)
     # first the configuration LP alone (one LP a flow), then branching on node counts just below it

@@ -29,7 +29,7 @@ import highspy
 import numpy as np
 
 from cadence.plan.cluster import SINK, SOURCE, Cluster
-from cadence.plan.cover_bound import cover_bound
+from cadence.plan.cover_bound import cover_bound, layer_work_bound
 from cadence.plan.placement import FlowSolution, Placement, max_flow
 from cadence.plan.throughput import ThroughputModel
 
@@ -149,14 +149,6 @@ def canonical(placement: Placement, groups: list[list[str]]) -> Placement:
         for m, rng in zip(members[len(members) - len(held):], held, strict=False):
             ranges[m] = rng
     return Placement(placement.method, ranges, placement.num_layers, placement.partial_inference)
-
-
-def layer_work_bound(cluster: Cluster, tm: ThroughputModel) -> float:
-    """Upper bound on any placement's throughput: every token passes all L layers."""
-    work = 0.0
-    for node in cluster.nodes:
-        work += max((k * tm.capacity(node, k) for k in range(1, tm.max_layers(node) + 1)), default=0.0)
-    return work / tm.model.num_layers
 
 
 def prune_links(cluster: Cluster, tm: ThroughputModel, share: float) -> tuple[list[tuple[str, str]], int]:

@@ -7,12 +7,12 @@ from dataclasses import dataclass, field, replace
 
 from cadence.plan.capacity import placement_capacity
 from cadence.plan.cluster import Cluster
-from cadence.plan.cover_bound import cover_bound
+from cadence.plan.cover_bound import cover_bound, layer_work_bound
 from cadence.plan.errors import PlanError
 from cadence.plan.heuristics import BASELINES, mixed_chains
 from cadence.plan.lanes import lane_search
 from cadence.plan.local_search import improve
-from cadence.plan.milp import MilpConfig, MilpResult, layer_work_bound, solve_milp
+from cadence.plan.milp import MilpConfig, MilpResult, solve_milp
 from cadence.plan.placement import FlowSolution, Placement, balanced_flow, max_flow
 from cadence.plan.simulator import SimConfig, default_routing, simulate
 from cadence.plan.stages import stage_placement
@@ -162,8 +162,9 @@ def plan(cluster: Cluster, tm: ThroughputModel, config: MilpConfig | None = None
         search_s = time.perf_counter() - t0
         search_total += search_s
         remaining = MilpConfig(**{**cfg.__dict__, "time_limit_s": max(1.0, share - search_s)})
-        # the tables the MILP runs under get the cover bound with more time: it is their reported gap
-        cover = min(covers[lam], cover_bound(cluster, tml, time_limit_s=3 * COVER_S))
+        # the tables the MILP runs under get more time on the cover bound, from where it stopped: it is
+        # their reported gap
+        cover = cover_bound(cluster, tml, time_limit_s=3 * COVER_S, upper=covers[lam])
         result = solve_milp(cluster, tml, warm, remaining, cover=cover)
         result = replace(result, flow=balanced_flow(cluster, result.placement, tml))  # IWRR routes by it
         score = _score(cluster, tm, result.placement, result.flow, select_by, "iwrr")

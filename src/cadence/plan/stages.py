@@ -21,6 +21,7 @@ import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 
 from cadence.plan.cluster import Cluster, Node
+from cadence.plan.cover_bound import layer_work_bound
 from cadence.plan.lanes import node_types
 from cadence.plan.placement import Placement
 from cadence.plan.throughput import ThroughputModel
@@ -148,9 +149,7 @@ def stage_placement(cluster: Cluster, tm: ThroughputModel, time_limit_s: float =
         return None
     tables = StageTables(types, tm)
     L = tm.model.num_layers
-    hi = upper if upper is not None else sum(
-        max((k * tm.capacity(t[0], k) for k in range(1, tm.max_layers(t[0]) + 1)), default=0.0) * len(t)
-        for t in types) / L  # layer work: no placement carries more
+    hi = upper if upper is not None else layer_work_bound(cluster, tm)
     lo, best = 0.0, None
     deadline = time.perf_counter() + time_limit_s
     mid = hi * (1 - rel_tol)  # try the bound first: often it is met
