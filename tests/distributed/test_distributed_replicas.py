@@ -69,8 +69,9 @@ def test_policies_spread_requests_and_all_finish(pool):
     # in flight together (long enough that none ends while the others are added, even on a busy
     # machine): they alternate
     assert _run(pool, "least_outstanding", short, max_tokens=300) == [2, 2]
-    # a long prompt fills replica 0's headroom: the short ones after it go to replica 1
-    assert _run(pool, "kv_aware", [list(range(200))] + [list(range(10))] * 2) == [1, 2]
+    # a long prompt fills replica 0's headroom: the short ones after it go to replica 1 (the long one
+    # must still be in flight when they are added; with 4 new tokens a fast machine finished it first)
+    assert _run(pool, "kv_aware", [list(range(200))] + [list(range(10))] * 2, max_tokens=300) == [1, 2]
     assert all(load.outstanding == 0 and load.waiting_tokens == 0 for load in pool.loads)
     stats = pool.stats()
     assert stats["num_replicas"] == 2 and stats["num_running"] == 0 and stats["kv_total_blocks"] == 128
