@@ -183,7 +183,9 @@ def cover_bound(cluster: Cluster, tm: ThroughputModel, rel_tol: float = 1e-3, ti
         return 0.0
     counts = [len(t) for t in types]
     L = tm.model.num_layers
-    hi = layer_work_bound(cluster, tm) if upper is None else min(upper, layer_work_bound(cluster, tm))
+    hi = layer_work_bound(cluster, tm)
+    if upper is not None:
+        hi = min(hi, upper)
     deadline = time.perf_counter() + time_limit_s
     highspy.Highs.resetGlobalScheduler(True)  # sized by an earlier solve (e.g. a MILP on more threads)
     # first the configuration LP alone (one LP a flow), then branching on node counts just below it
