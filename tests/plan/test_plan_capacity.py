@@ -77,18 +77,22 @@ def test_milp_under_a_budget_matches_max_flow_of_its_placement() -> None:
     assert res.objective <= res.dual_bound + 1e-6
 
 
-def test_kv_budget_leaves_room_for_the_prefill_activations() -> None:
+def test_kv_budget_leaves_room_for_the_iteration_activations() -> None:
     # a T4 holding 8 layers of LLaMA-2-70B: 16 GB x 0.95, minus 8 x 1.71 GB of weights, minus the
-    # activations of a 4096-token prefill plus a 256-request decode batch ((2 x 8192 + 3 x 28672) x 2 B each)
+    # activations of the largest iteration: a 4096-token budget ((2 x 8192 + 3 x 28672) x 2 B a token)
     t4 = parse_cluster({"nodes": [{"name": "t", "gpu": "T4"}]}).nodes[0]
     m = get_model("llama2-70b")
-    tm = ThroughputModel(m, ThroughputConfig(latency_budget_s=-1))
-    act = (4096 + 256) * (2 * 8192 + 3 * 28672) * 2
+    tm = ThroughputModel(m, ThroughputConfig(latency_budget_s=-1, token_budget=4096))
+    act = 4096 * (2 * 8192 + 3 * 28672) * 2
     assert tm.activation_workspace_bytes() == pytest.approx(act)
     kv = 16e9 * 0.95 - 8 * m.layer_bytes - act
     assert tm.kv_budget_bytes(t4, 8) == pytest.approx(kv)
-    assert tm.resident(t4, 8) == int(kv // (640 * 8 * 2 * 8 * 128 * 2)) == 29
-    # a smaller prefill budget frees activation memory for KV
-    small = ThroughputModel(m, ThroughputConfig(latency_budget_s=-1, prefill_budget=1024))
-    assert small.resident(t4, 8) > tm.resident(t4, 8)
+    assert tm.resident(t4, 8) == int(kv // (640 * 8 * 2 * 8 * 128 * 2)) == 31
+    # the default 256-token budget (a full 256-request decode batch is as large) frees memory for KV
+    small = ThroughputModel(m, ThroughputConfig(latency_budget_s=-1))
+    assert small.activation_workspace_bytes() == pytest.approx(256 * (2 * 8192 + 3 * 28672) * 2)
+    assert small.resident(t4, 8) == 69
+    # a decode batch cap above the budget sizes the workspace instead
+    wide = ThroughputModel(m, ThroughputConfig(latency_budget_s=-1, max_batch=512))
+    assert wide.activation_workspace_bytes() == pytest.approx(512 * (2 * 8192 + 3 * 28672) * 2)
     assert tm.kv_budget_bytes(t4, 0) == 0.0

@@ -17,48 +17,54 @@ TM = ThroughputModel(MODEL, ThroughputConfig(weight_share=0.5))
 CLUSTER = parse_cluster({"nodes": [{"name": "a", "gpu": "A100", "replicas": 2}, {"name": "t", "gpu": "T4", "replicas": 4}]})
 
 
-def test_a_kv_bound_chain_serves_its_requests_once_per_round_trip() -> None:
-    # four T4s in a chain, 8 layers each: R requests in flight (the KV of one T4), each yields one token
-    # per round trip: four convoy hops and five links
-    t = CLUSTER.node("t-0")
-    chain = Placement("chain", {f"t-{i}": (8 * i, 8 * i + 8) for i in range(4)}, 32)
+def test_a_chain_serves_its_slowest_node_and_the_simulator_agrees() -> None:
+    # four T4s in a chain: under stall-free batching every node runs full token-budget iterations, so the
+    # chain serves its slowest node's compute-bound capacity; the simulator's bottleneck runs at it
+    chain = Placement("chain", {"t-0": (0, 6), "t-1": (6, 14), "t-2": (14, 23), "t-3": (23, 32)}, 32)
     cap = placement_capacity(CLUSTER, TM, chain)
-    n = TM.resident(t, 8)
-    route = [SOURCE, "t-0", "t-1", "t-2", "t-3", SINK]
-    links = sum(TM.link_time(a, b, CLUSTER.links[(a, b)]) for a, b in zip(route, route[1:], strict=False))
-    assert cap.requests == pytest.approx(n)
-    assert cap.node_hop_s["t-0"] == pytest.approx(TM.convoy_hop(t, 8, n))  # not compute bound at this rate
-    assert cap.throughput == pytest.approx(n / (4 * TM.convoy_hop(t, 8, n) + links), rel=1e-6)
+    t = CLUSTER.node("t-3")
+    assert cap.throughput == pytest.approx(TM.at_latency(-1).compute_capacity(t, 9))
+    assert cap.requests < 4 * TM.resident(t, 9)  # KV does not bind at this budget
     assert cap.rtt_s == pytest.approx(cap.requests / cap.throughput)
+    sim = simulate(CLUSTER, TM, chain, cap.flow, SimConfig(duration_s=120, warmup_s=60))
+    assert sim.throughput == pytest.approx(cap.throughput, rel=0.03)
+    assert sim.node_busy["t-3"] > 0.97 > sim.node_busy["t-0"]
 
 
-def test_round_trip_is_a_property_of_the_placement() -> None:
-    # The same A100 holding the same 16 layers: the per-node table gives it one capacity whatever follows
-    # it, so max flow under a budget ranks a slow partner like a fast one when the A100 is the bottleneck.
-    # Its requests wait on the T4 every round trip, so it serves fewer tokens there; the simulator agrees.
+def test_kv_binds_where_a_node_cannot_hold_the_requests_in_flight() -> None:
+    # a large token budget: a T4 holding 16 layers keeps few requests next to its weights, and a round trip
+    # of full iterations needs more in flight than that; the model caps the rate by Little's law
+    tm = ThroughputModel(MODEL, ThroughputConfig(weight_share=0.5, token_budget=2048))
+    slow = Placement("slow", {"a-0": (0, 16), "t-0": (16, 32)}, 32)
+    cap = placement_capacity(CLUSTER, tm, slow)
+    t = CLUSTER.node("t-0")
+    assert cap.throughput < tm.at_latency(-1).compute_capacity(t, 16)
+    assert cap.node_requests["t-0"] == pytest.approx(tm.resident(t, 16))
+
+
+def test_a_slow_partner_bounds_a_fast_node() -> None:
+    # The same A100 holding the same 16 layers serves half as much or less when a T4 holds the other 16;
+    # the model and the simulator agree.
     fast = Placement("fast", {"a-0": (0, 16), "a-1": (16, 32)}, 32)
     slow = Placement("slow", {"a-0": (0, 16), "t-0": (16, 32)}, 32)
-    table = TM.at_latency(1.5)
-    assert table.capacity(CLUSTER.node("a-0"), 16) == table.capacity(CLUSTER.node("a-0"), 16)
     model = {p.method: placement_capacity(CLUSTER, TM, p) for p in (fast, slow)}
     assert model["slow"].node_tokens_s["a-0"] < 0.5 * model["fast"].node_tokens_s["a-0"]
-    assert model["slow"].node_hop_s["t-0"] > 4 * model["fast"].node_hop_s["a-1"]
     sim = {p.method: simulate(CLUSTER, TM, p, model[p.method].flow, SimConfig(duration_s=120, warmup_s=60)).throughput
            for p in (fast, slow)}
     assert sim["fast"] > 2 * sim["slow"]
-    assert model["fast"].throughput > 2 * model["slow"].throughput
+    for name in sim:
+        assert model[name].throughput == pytest.approx(sim[name], rel=0.05)
 
 
-def test_model_ranks_placements_as_the_simulator_does() -> None:
-    # five placements of one A100 and four T4s; the model and the simulator (IWRR over the same flow,
-    # past the KV-filling transient) order them alike
+def test_model_matches_the_simulator_across_placements() -> None:
+    # five placements of one A100 and four T4s, IWRR over the same flow, past the KV-filling transient:
+    # the model is within 3 % of the simulator on each, so it ranks them alike
     cluster = parse_cluster({"nodes": [{"name": "a", "gpu": "A100"}, {"name": "t", "gpu": "T4", "replicas": 4}]})
     placements = {
-        "a alone": {"a": (0, 32)},
         "a, two T4 lanes": {"a": (0, 16), "t-0": (16, 24), "t-1": (24, 32), "t-2": (16, 24), "t-3": (24, 32)},
+        "a alone": {"a": (0, 32)},
         "a short, two T4 lanes": {"a": (0, 8), "t-0": (8, 20), "t-1": (20, 32), "t-2": (8, 20), "t-3": (20, 32)},
         "a, one T4 lane": {"a": (0, 16), "t-0": (16, 24), "t-1": (24, 32)},
-        "T4 chain": {"t-0": (0, 8), "t-1": (8, 16), "t-2": (16, 24), "t-3": (24, 32)},
     }
     model, sim = {}, {}
     for name, ranges in placements.items():
@@ -66,6 +72,7 @@ def test_model_ranks_placements_as_the_simulator_does() -> None:
         flow = balanced_flow(cluster, p, TM.at_latency(-1))
         model[name] = placement_capacity(cluster, TM, p, routing=flow).throughput
         sim[name] = simulate(cluster, TM, p, flow, SimConfig(duration_s=120, warmup_s=60)).throughput
+        assert model[name] == pytest.approx(sim[name], rel=0.03), name
     assert sorted(model, key=model.get) == sorted(sim, key=sim.get) == list(placements)[::-1]
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from cadence.plan.cluster import parse_cluster
 from cadence.plan.model import get_model
 from cadence.plan.placement import Placement, max_flow
 from cadence.plan.router import IwrrRouter, SwarmRouter, iwrr_schedule
-from cadence.plan.simulator import Request, SimConfig, default_routing, pick_batch, simulate
+from cadence.plan.simulator import Item, Request, SimConfig, default_routing, pick_batch, simulate
 from cadence.plan.throughput import ThroughputConfig, ThroughputModel
 
 
@@ -57,18 +59,61 @@ def test_swarm_router_avoids_dead_ends() -> None:
     assert all(router.route(lambda n, k: True)[0][0] == "a" for _ in range(5))
 
 
-def test_pick_batch_fills_decodes_to_the_cap_beside_several_prompts() -> None:
+def test_pick_batch_runs_decodes_first_then_cuts_prompts_to_the_token_budget() -> None:
     prompts = [Request(rid=i, arrival=0.0, prompt=100, output=8) for i in range(3)]
     decodes = [Request(rid=10 + i, arrival=0.0, prompt=100, output=8, generated=1) for i in range(10)]
-    queued = [(r, 0) for r in (*prompts, *decodes)]
-    items, rest = pick_batch(queued, prefill_budget=250, max_batch=4)
-    # two prompts fit the 250-token budget; four decode steps, however many prompts ride along
-    assert sum(r.generated == 0 for r, _ in items) == 2
-    assert sum(r.generated > 0 for r, _ in items) == 4
-    assert len(rest) == 1 + 6
-    # a prompt longer than the budget still runs alone
-    items, _ = pick_batch([(Request(rid=99, arrival=0.0, prompt=900, output=8), 0)], prefill_budget=250, max_batch=4)
-    assert len(items) == 1
+    queued = [Item(r, 0, None, False) for r in prompts] + [Item(r, 0) for r in decodes]
+    items, rest = pick_batch(queued, token_budget=250, max_batch=4)
+    # four decode steps (the cap), then 246 prompt tokens: two whole prompts and 46 tokens of the third
+    assert [it.r.rid for it in items if it.chunk == 0] == [10, 11, 12, 13]
+    assert [(it.r.rid, it.chunk, it.offset, it.last) for it in items if it.chunk] == [
+        (0, 100, 0, True), (1, 100, 0, True), (2, 46, 0, False)]
+    # six decode steps wait, and the third prompt stays queued for its next chunk
+    assert [it.r.rid for it in rest] == [14, 15, 16, 17, 18, 19, 2]
+    items, rest = pick_batch(rest, token_budget=250, max_batch=4)
+    assert [(it.r.rid, it.chunk, it.offset, it.last) for it in items if it.chunk] == [(2, 54, 46, True)]
+    assert [it.r.rid for it in rest] == [18, 19]
+
+
+def test_pick_batch_cuts_a_chunk_cut_upstream_again_and_keeps_chunks_in_order() -> None:
+    r = Request(rid=1, arrival=0.0, prompt=300, output=8)
+    decode = Item(Request(rid=2, arrival=0.0, prompt=10, output=8, generated=1), 1)
+    first, last = Item(r, 1, 200, False, 0), Item(r, 1, 100, True, 200)
+    # downstream a 200-token chunk meets a 150-token budget beside one decode step: 149 tokens run, the
+    # other 51 wait in its place, ahead of the request's last chunk (which would fit, but must not overtake)
+    items, rest = pick_batch([first, decode, last], token_budget=150, max_batch=4)
+    assert items == [decode, Item(r, 1, 149, False, 0)]
+    assert rest == [Item(r, 1, 51, False, 149), last]
+    items, rest = pick_batch(rest, token_budget=150, max_batch=4)
+    assert items == [Item(r, 1, 51, False, 149), Item(r, 1, 99, False, 200)]
+    assert rest == [Item(r, 1, 1, True, 299)]
+
+
+def test_every_node_of_a_chain_runs_every_prompt_token() -> None:
+    # a fast node ahead of a slow one cuts prompts into chunks the slow one cannot fit beside its decodes;
+    # it must still run every chunk before the request's first token (prompt work is conserved along the chain)
+    cluster = parse_cluster({"nodes": [{"name": "a", "gpu": "A100"}, {"name": "t", "gpu": "T4"}]})
+    tm = ThroughputModel(get_model("llama3-8b"), ThroughputConfig(weight_share=0.5))
+    chain = Placement("chain", {"a": (0, 20), "t": (20, 32)}, 32)
+    out = simulate(cluster, tm, chain, max_flow(cluster, chain, tm), SimConfig(duration_s=120, warmup_s=60))
+    assert out.node_busy["t"] > 0.95
+    assert out.node_prompt_tokens_s["t"] == pytest.approx(out.node_prompt_tokens_s["a"], rel=0.05)
+    assert out.node_prompt_tokens_s["t"] == pytest.approx(4 * out.throughput, rel=0.15)  # 512 in per 128 out
+
+
+def test_chunked_prompt_gives_its_first_token_once_all_chunks_pass() -> None:
+    cluster = parse_cluster({"nodes": [{"name": "a", "gpu": "A100"}]})
+    tm = ThroughputModel(get_model("llama3-8b"), ThroughputConfig(prompt_tokens=1000, output_tokens=4, token_budget=64))
+    one = Placement("one", {"a": (0, 32)}, 32)
+    node = cluster.nodes[0]
+    # prompts are 500 to 1500 tokens, cut into 64-token chunks; the first token needs all of them
+    whole = 500 // 64 * tm.iteration_time(node, 32, 64 * 32, 0.0)
+    first_chunk = tm.iteration_time(node, 32, 64 * 32, 0.0)
+    out = simulate(cluster, tm, one, max_flow(cluster, one, tm), SimConfig(duration_s=30, warmup_s=5, max_in_flight=1))
+    assert out.requests_done > 3
+    assert out.ttft_p50 >= whole > 5 * first_chunk
+    # one request at a time: each token is one decode iteration, not a chunk's
+    assert out.tpot_p50 == pytest.approx(tm.iteration_time(node, 32, 32, 0.0), rel=0.5)
 
 
 def test_plan_returns_nothing_that_simulates_worse_than_a_warm_start_it_scored() -> None:

@@ -2,9 +2,11 @@
 
 Requests enter at the coordinator, get a route from the IWRR router (which reserves their KV cache on
 every node of the route), and each token walks the route: a node runs one iteration at a time over
-everything queued there (prompts and decode steps of different requests batched together), timed by
-the same roofline the planner uses; a link sends one iteration's activations as one message (serial,
-bandwidth plus latency). When a token reaches the coordinator the next decode step starts from it.
+what is queued there, timed by the same roofline the planner uses: every decode step (up to the batch
+cap), then prompt chunks within the token budget (Sarathi-Serve's stall-free batching: a prompt is cut
+into chunks at its first node and each chunk walks the route on its own, so no iteration is stalled by a
+whole prompt). A link sends one iteration's activations as one message (serial, bandwidth plus latency).
+When a token reaches the coordinator the next decode step starts from it.
 Offline mode keeps a backlog at the coordinator (throughput); online mode follows arrival times.
 """
 
@@ -14,6 +16,7 @@ import heapq
 import random
 import statistics
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from cadence.plan.cluster import SINK, SOURCE, Cluster
 from cadence.plan.placement import FlowSolution, Placement
@@ -47,6 +50,7 @@ class Request:
     last_token: float = -1.0
     finished: float = -1.0
     sent: float = 0.0  # when the current hop's message left the previous node
+    cut: int = 0  # prompt tokens cut into chunks so far
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,7 @@ class SimResult:
     node_batch: dict[str, float] = field(default_factory=dict)  # mean decode batch per iteration
     node_hop_s: dict[str, float] = field(default_factory=dict)  # mean decode time per hop: link + wait + iteration
     node_tokens_s: dict[str, float] = field(default_factory=dict)  # decode tokens/s each node served
+    node_prompt_tokens_s: dict[str, float] = field(default_factory=dict)  # prompt tokens/s each node ran
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -73,23 +78,52 @@ def _pct(values: list[float], q: float) -> float:
 ROUTINGS = ("iwrr", "swarm")
 
 
-def pick_batch(queued: list[tuple[Request, int]], prefill_budget: int,
-               max_batch: int) -> tuple[list[tuple[Request, int]], list[tuple[Request, int]]]:
-    """(this iteration, still queued): in queue order, prompts up to `prefill_budget` tokens (at least
-    one) and up to `max_batch` decode steps."""
-    items, rest, prefill, decodes = [], [], 0, 0
-    for r, hop in queued:
-        if r.generated == 0:
-            if prefill + r.prompt > prefill_budget and prefill > 0:
-                rest.append((r, hop))
-                continue
-            prefill += r.prompt
-        elif decodes >= max_batch:
-            rest.append((r, hop))
+class Item(NamedTuple):
+    """One request's work at one hop: a decode step (`chunk` 0) or a prompt chunk of `chunk` tokens starting
+    at prompt token `offset`; `last` marks the step or chunk that yields a token at the end of the route.
+    At a route's first node a prompt waits whole (`chunk` None) and is cut into chunks there."""
+
+    r: Request
+    hop: int
+    chunk: int | None = 0
+    last: bool = True
+    offset: int = 0
+
+
+def pick_batch(queued: list[Item], token_budget: int, max_batch: int) -> tuple[list[Item], list[Item]]:
+    """(this iteration, still queued), Sarathi-Serve's stall-free batching: every queued decode step up to
+    `max_batch`, then prompt chunks in queue order while the iteration stays within `token_budget` tokens.
+    A whole prompt, or a chunk cut upstream, is cut to the room left and its rest stays queued in its place,
+    so a request's chunks run in order at every node (its last chunk, the one that yields the first token,
+    never overtakes an earlier one)."""
+    items, rest, used, decodes = [], [], 0, 0
+    for it in queued:
+        if it.chunk == 0:
+            if decodes < max_batch:
+                items.append(it)
+                decodes += 1
+                used += 1
+            else:
+                rest.append(it)
+    for it in queued:
+        if it.chunk == 0:
             continue
+        room = token_budget - used
+        if room <= 0:
+            rest.append(it)
+        elif it.chunk is None:
+            take = min(it.r.prompt - it.r.cut, room)
+            items.append(Item(it.r, it.hop, take, it.r.cut + take == it.r.prompt, it.r.cut))
+            it.r.cut += take
+            used += take
+            if it.r.cut < it.r.prompt:
+                rest.append(it)
         else:
-            decodes += 1
-        items.append((r, hop))
+            take = min(it.chunk, room)
+            items.append(it._replace(chunk=take, last=it.last and take == it.chunk))
+            used += take
+            if take < it.chunk:
+                rest.append(it._replace(chunk=it.chunk - take, offset=it.offset + take))
     return items, rest
 
 
@@ -108,7 +142,7 @@ def simulate(cluster: Cluster, tm: ThroughputModel, placement: Placement, flow: 
         raise ValueError(f"routing must be one of {ROUTINGS}, not {routing!r}")
     router = SwarmRouter(placement) if routing == "swarm" else IwrrRouter(placement, flow, cfg.min_share)
     kv_free = {n: tm.kv_budget_bytes(cluster.node(n), placement.layers(n)) for n in placement.ranges}
-    queue: dict[str, list[tuple[Request, int]]] = {n: [] for n in placement.ranges}
+    queue: dict[str, list[Item]] = {n: [] for n in placement.ranges}
     busy = dict.fromkeys(placement.ranges, False)
     link_free: dict[tuple[str, str], float] = {}
     events: list[tuple[float, int, str, object]] = []
@@ -120,6 +154,7 @@ def simulate(cluster: Cluster, tm: ThroughputModel, placement: Placement, flow: 
     busy_s = dict.fromkeys(placement.ranges, 0.0)
     iters = dict.fromkeys(placement.ranges, 0)
     dec_tokens = dict.fromkeys(placement.ranges, 0)
+    prompt_tokens = dict.fromkeys(placement.ranges, 0)
     hop_s = dict.fromkeys(placement.ranges, 0.0)
 
     def push(t: float, kind: str, payload: object) -> None:
@@ -140,8 +175,8 @@ def simulate(cluster: Cluster, tm: ThroughputModel, placement: Placement, flow: 
         start = max(now, link_free.get((src, dst), 0.0))
         link_free[(src, dst)] = start + nbytes / link.bandwidth_bps
         if kind == "node":
-            for r, _ in payload if isinstance(payload, list) else [payload]:
-                r.sent = now
+            for it in payload if isinstance(payload, list) else [payload]:
+                it.r.sent = now
         push(start + nbytes / link.bandwidth_bps + link.latency_s, kind, payload)
 
     def admit(now: float) -> None:
@@ -161,40 +196,40 @@ def simulate(cluster: Cluster, tm: ThroughputModel, placement: Placement, flow: 
             hops.append(len(route))
             for n, s, e in route:
                 kv_free[n] -= kv_need(r, e - s)
-            send(now, SOURCE, route[0][0], TOKEN_ID_BYTES * r.prompt, "node", (r, 0))
+            send(now, SOURCE, route[0][0], TOKEN_ID_BYTES * r.prompt, "node", Item(r, 0, None, False))
 
     def start_iteration(now: float, name: str) -> None:
-        items, queue[name] = pick_batch(queue[name], wc.prefill_budget, wc.max_batch)
+        items, queue[name] = pick_batch(queue[name], wc.token_budget, wc.max_batch)
         layer_tokens = layer_ctx = 0.0
-        for r, hop in items:
-            _, s, e = r.route[hop]
-            toks = r.prompt if r.generated == 0 else 1
-            layer_tokens += toks * (e - s)
-            if r.generated:
-                layer_ctx += (r.prompt + r.generated) * (e - s)
+        for it in items:
+            _, s, e = it.r.route[it.hop]
+            layer_tokens += (it.chunk or 1) * (e - s)
+            # cached tokens read: a decode step's whole context, a chunk's earlier chunks
+            layer_ctx += (it.offset if it.chunk else it.r.prompt + it.r.generated) * (e - s)
         t = tm.iteration_time(cluster.node(name), placement.layers(name), layer_tokens, layer_ctx)
         busy[name] = True
         if now >= cfg.warmup_s:
             busy_s[name] += max(0.0, min(now + t, cfg.duration_s) - now)
             iters[name] += 1
-            dec_tokens[name] += sum(1 for r, _ in items if r.generated)
+            dec_tokens[name] += sum(1 for it in items if not it.chunk)
+            prompt_tokens[name] += sum(it.chunk or 0 for it in items)
         push(now + t, "done", (name, items))
 
-    def finish_iteration(now: float, name: str, items: list[tuple[Request, int]]) -> None:
+    def finish_iteration(now: float, name: str, items: list[Item]) -> None:
         busy[name] = False
         if now >= cfg.warmup_s:
-            hop_s[name] += sum(now - r.sent for r, _ in items if r.generated)
+            hop_s[name] += sum(now - it.r.sent for it in items if not it.chunk)
         if isinstance(router, SwarmRouter):  # SWARM learns each server's delay from prompt passes
-            for r, hop in items:
-                if r.generated == 0:
-                    router.observe(r.route[hop - 1][0] if hop else SOURCE, name, now - r.sent)
-        by_dst: dict[str, list[tuple[Request, int]]] = {}
-        for r, hop in items:
-            dst = r.route[hop + 1][0] if hop + 1 < len(r.route) else SINK
-            by_dst.setdefault(dst, []).append((r, hop + 1))
+            for it in items:
+                if it.chunk and it.last:
+                    router.observe(it.r.route[it.hop - 1][0] if it.hop else SOURCE, name, now - it.r.sent)
+        by_dst: dict[str, list[Item]] = {}
+        for it in items:
+            dst = it.r.route[it.hop + 1][0] if it.hop + 1 < len(it.r.route) else SINK
+            by_dst.setdefault(dst, []).append(it._replace(hop=it.hop + 1))
         for dst, batch in by_dst.items():
             size = TOKEN_ID_BYTES if dst == SINK else tm.model.activation_bytes
-            nbytes = sum(size * (r.prompt if r.generated == 0 else 1) for r, _ in batch)
+            nbytes = sum(size * (it.chunk or 1) for it in batch)
             send(now, name, dst, nbytes, "sink" if dst == SINK else "node", batch)
         if queue[name]:
             start_iteration(now, name)
@@ -213,7 +248,7 @@ def simulate(cluster: Cluster, tm: ThroughputModel, placement: Placement, flow: 
                 kv_free[n] += kv_need(r, e - s)
             admit(now)
         else:
-            send(now, SOURCE, r.route[0][0], TOKEN_ID_BYTES, "node", (r, 0))
+            send(now, SOURCE, r.route[0][0], TOKEN_ID_BYTES, "node", Item(r, 0))
 
     if cfg.arrival_rate > 0:
         t = 0.0
@@ -230,16 +265,17 @@ def simulate(cluster: Cluster, tm: ThroughputModel, placement: Placement, flow: 
             admit(now)
         elif kind == "node":
             batch = payload if isinstance(payload, list) else [payload]
-            for r, hop in batch:
-                queue[r.route[hop][0]].append((r, hop))
-            name = batch[0][0].route[batch[0][1]][0]
+            for it in batch:
+                queue[it.r.route[it.hop][0]].append(it)
+            name = batch[0].r.route[batch[0].hop][0]
             if not busy[name]:
                 start_iteration(now, name)
         elif kind == "done":
             finish_iteration(now, *payload)
         elif kind == "sink":
-            for r, _ in payload:
-                token_out(now, r)
+            for it in payload:
+                if it.last:  # a prompt's earlier chunks end at the sink without a token
+                    token_out(now, it.r)
     window = max(cfg.duration_s - cfg.warmup_s, 1e-9)
     measured = [r for r in done if r.arrival >= cfg.warmup_s] or done
     ttft = [r.first_token - r.arrival for r in measured]
@@ -253,4 +289,5 @@ def simulate(cluster: Cluster, tm: ThroughputModel, placement: Placement, flow: 
         node_batch={n: round(dec_tokens[n] / iters[n], 1) for n in iters if iters[n]},
         node_hop_s={n: round(hop_s[n] / dec_tokens[n], 4) for n in iters if dec_tokens[n]},
         node_tokens_s={n: round(dec_tokens[n] / window, 2) for n in iters},
+        node_prompt_tokens_s={n: round(prompt_tokens[n] / window, 2) for n in iters},
     )

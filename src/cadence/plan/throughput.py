@@ -4,12 +4,13 @@ The same physics the simulator runs (`iteration_time`), reduced to one table per
 
 - A node holding k of the model's L layers keeps R(k) requests resident: the KV cache (prompt +
   output) of R(k) requests fits in the memory its weights, the runtime reserve and the activations of
-  its largest iteration (a full prefill budget plus a full decode batch) leave.
+  its largest iteration (a full token budget, or a full decode batch where larger) leave.
 - One decode iteration over a batch of b requests reads the k layers' weights and the batch's KV
   cache and does 2 FLOPs per parameter per token: T(b) = overhead + max(memory time, compute time).
   The overhead (`iteration_overhead_ms`) is paid per hop, however few layers the node holds.
-- Compute-bound capacity: b/T(b) at the largest batch (min(R(k), max_batch)), less the time prompts
-  take (prefill is charged per output token).
+- Compute-bound capacity: stall-free batching (Sarathi-Serve) fills every iteration of a busy node to
+  the token budget with decode steps and the prompt chunks that feed them (prompt/output prompt tokens
+  per decode token), so it serves b = budget / (1 + prompt/output) decode tokens per full iteration.
 - Latency budget Lambda (`latency_budget_s`): decode is autoregressive, every output token walks the
   whole route and back to the coordinator before the next one starts, so a node with n requests in
   flight serves n/Lambda tokens/s if the round trip is Lambda (Little's law), n <= R(k).
@@ -50,8 +51,9 @@ class ThroughputConfig:
     weight_share: float = field(default=0.9, metadata={"help": "most a node's weights may take of its memory"})
     reserve_share: float = field(default=0.05, metadata={"help": "memory kept for the runtime (CUDA context, workspaces)"})
     max_batch: int = field(default=256, metadata={"help": "most requests one node batches in a decode step"})
-    prefill_budget: int = field(
-        default=4096, metadata={"help": "most prompt tokens in one node iteration (sizes the activation memory too)"}
+    token_budget: int = field(
+        default=256, metadata={"help": "most tokens one node iteration runs: decode steps first, then prompt chunks "
+                                       "(Sarathi-Serve's stall-free batching; sizes the activation memory too)"}
     )
     prompt_tokens: int = field(default=512, metadata={"help": "average prompt length the plan is made for"})
     output_tokens: int = field(default=128, metadata={"help": "average output length the plan is made for"})
@@ -68,8 +70,8 @@ class ThroughputConfig:
     def __post_init__(self) -> None:
         if not 0 < self.weight_share <= 1 or not 0 <= self.reserve_share < 1:
             raise PlanError("weight share must be in (0, 1] and reserve share in [0, 1)")
-        if min(self.max_batch, self.prompt_tokens, self.output_tokens, self.prefill_budget) < 1:
-            raise PlanError("max batch, prefill budget, prompt and output tokens must be positive")
+        if min(self.max_batch, self.prompt_tokens, self.output_tokens, self.token_budget) < 1:
+            raise PlanError("max batch, token budget, prompt and output tokens must be positive")
 
 
 def load_measured(path: str | Path) -> dict[tuple[str, int], float]:
@@ -118,8 +120,8 @@ class ThroughputModel:
         return max(0, min(fit, self.model.num_layers))
 
     def activation_workspace_bytes(self) -> float:
-        """Activations of the largest iteration a node runs: a full prefill budget plus a full decode batch."""
-        return (self.config.prefill_budget + self.config.max_batch) * self.model.activation_peak_bytes_per_token
+        """Activations of the largest iteration a node runs: a full token budget, or a full decode batch where that is larger."""
+        return max(self.config.token_budget, self.config.max_batch) * self.model.activation_peak_bytes_per_token
 
     def kv_budget_bytes(self, node: Node, layers: int) -> float:
         """Memory left for KV cache next to `layers` layers' weights, the runtime reserve and the activations."""
@@ -168,11 +170,20 @@ class ThroughputModel:
         return 2.0 * self.model.params_per_layer * layers * c.prompt_tokens / flops_s / c.output_tokens
 
     def roofline_capacity(self, node: Node, layers: int) -> float:
-        """Compute-bound decode tokens/s at the largest batch that fits (no latency budget)."""
-        b = min(self.resident(node, layers), self.config.max_batch)
-        if b < 1:
+        """Compute-bound decode tokens/s under stall-free batching (no latency budget).
+
+        A busy node runs full iterations of `token_budget` tokens: its decode steps and the prompt chunks
+        that keep them coming, prompt_tokens / output_tokens prompt tokens per decode token, so b =
+        budget / (1 + prompt/output) decode steps per iteration (at most max_batch and the requests its KV
+        holds). A chunk's reads of its earlier chunks' KV are left out (under 1 % at these lengths).
+        """
+        c = self.config
+        q = c.prompt_tokens / c.output_tokens
+        b = min(c.token_budget / (1 + q), float(c.max_batch), float(self.resident(node, layers)))
+        if b <= 0:
             return 0.0
-        return 1.0 / (self.decode_time(node, layers, b) / b + self.prefill_s_per_token(node, layers))
+        context = c.prompt_tokens + c.output_tokens / 2
+        return b / self.iteration_time(node, layers, b * (1 + q) * layers, b * context * layers)
 
     def compute_capacity(self, node: Node, layers: int) -> float:
         if layers <= 0 or layers > self.max_layers(node):
