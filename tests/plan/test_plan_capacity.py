@@ -1,4 +1,4 @@
-"""The latency-aware capacity model: convoy hop times, layer-proportional shares of the budget, KV limits."""
+"""The latency-aware capacity model: hop times under load, layer-proportional shares of the budget, KV limits."""
 
 from __future__ import annotations
 
@@ -17,16 +17,25 @@ def a100s(n: int) -> object:
     return parse_cluster({"nodes": [{"name": "a", "gpu": "A100", "replicas": n}]})
 
 
-def test_convoy_hop_pays_the_fixed_cost_and_grows_with_requests_in_flight() -> None:
+def test_hop_pays_the_fixed_cost_and_grows_with_load_to_a_full_iteration() -> None:
     node = a100s(1).nodes[0]
     tm = ThroughputModel(MODEL, ThroughputConfig(latency_budget_s=1.0))
     overhead = tm.config.iteration_overhead_ms / 1e3
     # one layer still pays the whole per-iteration overhead, so 1-layer hops are not 1/32 of a 32-layer hop
-    assert tm.convoy_hop(node, 1, 1) > (1 + tm.config.hop_wait) * overhead
-    assert tm.convoy_hop(node, 1, 1) > tm.convoy_hop(node, 32, 1) / 32 * 3
-    # each bunch carries its decode steps and the prompts that replaced finished requests
-    hops = [tm.convoy_hop(node, 8, n) for n in (1, 64, 256, 1024)]
-    assert hops == sorted(hops) and hops[-1] > 4 * hops[0]
+    assert tm.node_hop(node, 1, 0.0) > (1 + tm.config.hop_wait) * overhead
+    assert tm.node_hop(node, 1, 0.0) > tm.node_hop(node, 32, 0.0) / 32 * 3
+    # an iteration carries what arrived during the last one: it lengthens with the load, and from the
+    # compute-bound rate on it is a full token-budget iteration
+    cap = tm.compute_capacity(node, 8)
+    iters = [tm.iteration_at(node, 8, r) for r in (0.0, 0.25 * cap, 0.5 * cap, 0.9 * cap, cap, 2 * cap)]
+    assert iters == sorted(iters) and iters[-1] > iters[0]
+    assert iters[-1] == pytest.approx(iters[-2]) and iters[-1] == tm.iteration_at(node, 8, 10 * cap)
+    # a fixed point: the iteration's decode steps are what arrives during it
+    tau = iters[2]
+    q = tm.config.prompt_tokens / tm.config.output_tokens
+    b = 0.5 * cap * tau
+    context = tm.config.prompt_tokens + tm.config.output_tokens / 2
+    assert tau == pytest.approx(tm.iteration_time(node, 8, b * (1 + q) * 8, b * context * 8), rel=1e-6)
 
 
 def test_capacity_is_little_law_within_the_layer_share() -> None:
@@ -40,10 +49,10 @@ def test_capacity_is_little_law_within_the_layer_share() -> None:
             if cap > 0:
                 assert cap == pytest.approx(min(n / lam, tm.compute_capacity(node, k)))
                 assert hop <= lam * k / MODEL.num_layers + 1e-12  # its share of the round trip
-                # one more request in flight would break the share (or KV is full)
-                more = tm.convoy_hop(node, k, n + 1)
-                assert n == tm.resident(node, k) or more > lam * k / MODEL.num_layers or \
-                    tm.config.convoys * more / (1 + tm.config.hop_wait) > lam
+                # a little more load would break the share, or KV, or compute is the limit
+                more = tm.node_hop(node, k, cap * 1.01)
+                assert (n >= tm.resident(node, k) - 1e-6 or more > lam * k / MODEL.num_layers
+                        or cap == pytest.approx(tm.compute_capacity(node, k)))
     free = ThroughputModel(MODEL, ThroughputConfig(latency_budget_s=-1))
     assert free.capacity(node, 32) == pytest.approx(free.compute_capacity(node, 32))
 

@@ -12,8 +12,9 @@ needed; it no longer is.) So:
    when none is given) sends a share f_n of the tokens through node n and f_e over link e.
 2. Compute: the placement serves T = min over nodes of cap_n / f_n (links: their capacity / f_e).
 3. KV: a node holds the requests passing it, T f_n x RTT_n by Little's law, where RTT_n is the expected
-   round trip of a request through n (each hop a full iteration plus `hop_wait` of one, each link its
-   latency and one token's activation); T shrinks until they fit R(k) on every node.
+   round trip of a request through n (each hop the node's iteration at its load plus `hop_wait` of one,
+   `ThroughputModel.node_hop`; each link its latency and one token's activation); T shrinks until they
+   fit R(k) on every node.
 
 It returns the tokens/s and the routing flow scaled to that rate. It has no notion of prompts arriving
 unevenly or of SWARM's routing; the simulator has.
@@ -66,10 +67,6 @@ def placement_capacity(cluster: Cluster, tm: ThroughputModel, placement: Placeme
     cap = {n: free.compute_capacity(*usable[n]) for n in live}
     bounds = [cap[n] / through[n] for n in live]
     bounds += [tm.link_capacity(a, b, cluster.links[(a, b)]) / f for (a, b), f in share.items()]
-    # a hop: one full token-budget iteration (its decode steps at the node's capacity) and a share of waiting
-    q = tm.config.prompt_tokens / tm.config.output_tokens
-    steps = {n: min(tm.config.token_budget / (1 + q), tm.config.max_batch, tm.resident(*usable[n])) for n in live}
-    hop = {n: (1.0 + tm.config.hop_wait) * steps[n] / cap[n] if cap[n] > 0 else float("inf") for n in live}
     link_s = {}
     for a, b in share:
         size = TOKEN_ID_BYTES if a == SOURCE or b == SINK else tm.model.activation_bytes
@@ -78,17 +75,45 @@ def placement_capacity(cluster: Cluster, tm: ThroughputModel, placement: Placeme
     g = nx.DiGraph([e for e in share if e[0] != SOURCE and e[1] != SINK])
     g.add_nodes_from(live)
     order = list(nx.topological_sort(g))
-    fwd: dict[str, float] = {}
-    for n in order:  # expected time from the coordinator to arriving at n
-        ins = [(a, f) for (a, b), f in share.items() if b == n]
-        fwd[n] = sum(f * (fwd.get(a, 0.0) + hop.get(a, 0.0) + link_s[(a, n)]) for a, f in ins) / sum(f for _, f in ins)
-    back: dict[str, float] = {}
-    for n in reversed(order):  # expected time from leaving n to the coordinator
-        outs = [(b, f) for (a, b), f in share.items() if a == n]
-        back[n] = sum(f * (link_s[(n, b)] + hop.get(b, 0.0) + back.get(b, 0.0)) for b, f in outs) / sum(f for _, f in outs)
-    rtt = {n: fwd[n] + hop[n] + back[n] for n in live}
-    bounds += [tm.resident(*usable[n]) / (through[n] * rtt[n]) for n in live]
+    ins = {n: [(a, f) for (a, b), f in share.items() if b == n] for n in live}
+    outs = {n: [(b, f) for (a, b), f in share.items() if a == n] for n in live}
+
+    def trips(rate: float) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+        """Hops at `rate` tokens/s, the expected round trip through each node, and the time back from it.
+
+        A token waits at a busy node for the iteration in progress: half of one when it arrives at random,
+        but in a closed loop it left the node when an iteration ended and comes back `x` later, the
+        next one having started at once, so it waits tau - x where that is more. Scaled by utilization."""
+        tau = {n: tm.iteration_at(*usable[n], rate * through[n]) for n in live}
+        busy = {n: min(1.0, rate * through[n] / cap[n]) if cap[n] > 0 else 1.0 for n in live}
+        wait = {n: tm.config.hop_wait * tau[n] * busy[n] for n in live}
+        for _ in range(8):
+            hop = {n: tau[n] + wait[n] for n in live}
+            fwd: dict[str, float] = {}
+            for n in order:  # expected time from the coordinator to arriving at n
+                fwd[n] = sum(f * (fwd.get(a, 0.0) + hop.get(a, 0.0) + link_s[(a, n)]) for a, f in ins[n]) / sum(
+                    f for _, f in ins[n])
+            back: dict[str, float] = {}
+            for n in reversed(order):  # expected time from leaving n to the coordinator
+                back[n] = sum(f * (link_s[(n, b)] + hop.get(b, 0.0) + back.get(b, 0.0)) for b, f in outs[n]) / sum(
+                    f for _, f in outs[n])
+            wait = {n: busy[n] * max(tm.config.hop_wait * tau[n], tau[n] - fwd[n] - back[n]) for n in live}
+        hop = {n: tau[n] + wait[n] for n in live}
+        return hop, {n: fwd[n] + hop[n] + back[n] for n in live}, back
+
+    def fits(rate: float) -> bool:
+        _, rtt, _ = trips(rate)
+        return all(rate * through[n] * rtt[n] <= tm.resident(*usable[n]) for n in live)
+
+    # hops grow with the rate, so the requests in flight do: the largest rate whose requests fit every KV
     throughput = max(0.0, min(bounds))
+    if not fits(throughput):
+        lo = 0.0
+        for _ in range(40):
+            mid = (lo + throughput) / 2
+            lo, throughput = (mid, throughput) if fits(mid) else (lo, mid)
+        throughput = lo
+    hop, rtt, back = trips(throughput)
     node_requests = {n: throughput * through[n] * rtt[n] for n in live}
     requests = sum(throughput * f * (link_s[(SOURCE, b)] + hop[b] + back[b]) for (a, b), f in share.items() if a == SOURCE)
     return PlacementCapacity(

@@ -14,11 +14,12 @@ The same physics the simulator runs (`iteration_time`), reduced to one table per
 - Latency budget Lambda (`latency_budget_s`): decode is autoregressive, every output token walks the
   whole route and back to the coordinator before the next one starts, so a node with n requests in
   flight serves n/Lambda tokens/s if the round trip is Lambda (Little's law), n <= R(k).
-- Tokens bunch into convoys (a node batches everything queued): `convoy_hop` charges a token its
-  bunch's iteration (decode steps plus the prompts that replaced finished requests) and a share of
-  waiting. A node holding k layers gets the share Lambda k / L of the round trip and keeps the largest
-  n whose hop fits it, so any route through all L layers fits Lambda (links aside) and neither max
-  flow nor the MILP needs route-latency constraints.
+- A token's hop at a node serving rate c (`node_hop`) is the node's iteration at that load (each
+  iteration carries what arrived during the one before: tau = T(c tau), a full token-budget iteration
+  once c reaches the compute-bound capacity) plus `hop_wait` of one. A node holding k layers gets the
+  share Lambda k / L of the round trip and serves the largest c whose hop fits it and whose c Lambda
+  requests fit R(k), so any route through all L layers fits Lambda (links aside) and neither max flow
+  nor the MILP needs route-latency constraints.
 - With Lambda <= 0 there is no latency budget: capacity is the compute-bound one (tests, unit tables).
 
 Capacity(k) is an arbitrary table, so the MILP's "holds k layers" binaries keep it linear. Measured
@@ -29,7 +30,6 @@ not (calibration: the median measured/roofline ratio of that node type).
 from __future__ import annotations
 
 import csv
-import math
 import statistics
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -62,10 +62,7 @@ class ThroughputConfig:
     latency_budget_s: float = field(
         default=0.0, metadata={"help": "round-trip time per output token the plan allows (0: the planner picks; <0: none)"}
     )
-    hop_wait: float = field(default=0.5, metadata={"help": "mean wait at a busy node, in iterations"})
-    convoys: float = field(
-        default=4.0, metadata={"help": "bunches a node's in-flight requests pass it in per round trip (fitted to the simulator)"}
-    )
+    hop_wait: float = field(default=0.5, metadata={"help": "mean wait at a node for the iteration a token arrives during, in iterations"})
 
     def __post_init__(self) -> None:
         if not 0 < self.weight_share <= 1 or not 0 <= self.reserve_share < 1:
@@ -195,27 +192,44 @@ class ThroughputModel:
         ratios = [v / r for (g, k), v in self.measured.items() if g == label and (r := self.roofline_capacity(node, k)) > 0]
         return base * statistics.median(ratios) if ratios else base
 
-    def convoy_hop(self, node: Node, layers: int, resident: float) -> float:
-        """Seconds a token spends at a node with `resident` requests in flight through it.
+    def iteration_at(self, node: Node, layers: int, rate: float) -> float:
+        """Seconds of one iteration at a node serving `rate` decode tokens/s and their prompts.
 
-        Tokens of a closed loop bunch into convoys (a node batches everything queued, so a bunch stays
-        together and bunches merge); the simulator shows about `convoys` bunches per round trip. A token's
-        hop is its bunch's iteration: the bunch's decode steps plus the prompts of the requests that
-        replaced finished ones in it (one in `output_tokens` per pass), plus a `hop_wait` share of waiting.
+        Each iteration carries what arrived during the one before (the decode steps of `rate` x tau and
+        their prompt chunks), so tau = T(rate x tau), the least fixed point from an empty iteration
+        (overhead and the weights read); from the compute-bound rate on, a full token-budget iteration.
         """
         c = self.config
-        b = max(resident / c.convoys, 1.0)
-        iters = math.ceil(b / c.max_batch)
-        work = iters * self.decode_time(node, layers, b / iters) + b * self.prefill_s_per_token(node, layers)
-        return (1.0 + c.hop_wait) * work
+        q = c.prompt_tokens / c.output_tokens
+        full = min(c.token_budget / (1 + q), float(c.max_batch), float(max(self.resident(node, layers), 1)))
+        context = c.prompt_tokens + c.output_tokens / 2
+
+        def t(b: float) -> float:
+            return self.iteration_time(node, layers, b * (1 + q) * layers, b * context * layers)
+
+        tau = t(0.0)
+        for _ in range(60):
+            b = rate * tau
+            if b >= full:
+                return t(full)
+            nxt = t(b)
+            if nxt - tau < 1e-9 * tau:
+                return nxt
+            tau = nxt
+        return tau
+
+    def node_hop(self, node: Node, layers: int, rate: float) -> float:
+        """Seconds a decode token spends at a node serving `rate` tokens/s: its iteration, plus a
+        `hop_wait` share of one for the iteration it arrives during."""
+        return (1.0 + self.config.hop_wait) * self.iteration_at(node, layers, rate)
 
     def _operating_point_uncached(self, node: Node, layers: int) -> tuple[float, float, float]:
         """(capacity tokens/s, requests in flight, hop time s) of `node` holding `layers` layers.
 
         With a latency budget Lambda, the node gets the layer-proportional share Lambda x k / L of every
-        round trip (so any route through all L layers fits in Lambda, links aside) and keeps as many
-        requests n <= R(k) in flight as its convoy hop time allows within that share, while serving all
-        its convoys within one round trip; capacity = min(compute-bound, n / Lambda) (Little's law).
+        round trip (so any route through all L layers fits in Lambda, links aside): the largest rate c
+        whose hop fits that share, with the c x Lambda requests a round trip of Lambda needs in flight
+        within R(k) (Little's law) and c within the compute-bound capacity.
         """
         cap = self.compute_capacity(node, layers)
         if cap <= 0:
@@ -224,20 +238,18 @@ class ThroughputModel:
         R = self.resident(node, layers)
         lam = c.latency_budget_s
         if lam <= 0:
-            return cap, float(R), self.convoy_hop(node, layers, R)
+            return cap, float(R), self.node_hop(node, layers, cap)
         share = lam * layers / self.model.num_layers
-
-        def ok(n: int) -> bool:
-            hop = self.convoy_hop(node, layers, n)
-            return hop <= share and c.convoys * hop / (1.0 + c.hop_wait) <= lam
-
-        if R < 1 or not ok(1):
-            return 0.0, 0.0, self.convoy_hop(node, layers, 1)
-        lo, hi = 1, R
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            lo, hi = (mid, hi) if ok(mid) else (lo, mid - 1)
-        return min(cap, lo / lam), float(lo), self.convoy_hop(node, layers, lo)
+        if R < 1 or self.node_hop(node, layers, 0.0) > share:
+            return 0.0, 0.0, self.node_hop(node, layers, 0.0)
+        hi = min(cap, R / lam)
+        if self.node_hop(node, layers, hi) > share:
+            lo = 0.0
+            for _ in range(40):
+                mid = (lo + hi) / 2
+                lo, hi = (mid, hi) if self.node_hop(node, layers, mid) <= share else (lo, mid)
+            hi = lo
+        return hi, hi * lam, self.node_hop(node, layers, hi)
 
     def operating_point(self, node: Node, layers: int) -> tuple[float, float, float]:
         return self._op(node, layers)
