@@ -154,18 +154,6 @@ class ThroughputModel:
         bytes_ = weight_layers * m.layer_bytes + layer_context * m.kv_bytes_per_token_layer
         return max(flops / flops_s, bytes_ / bw) + self.config.iteration_overhead_ms / 1e3
 
-    def decode_time(self, node: Node, layers: int, batch: float) -> float:
-        """One decode iteration over `batch` requests at the planned average context."""
-        c = self.config
-        context = c.prompt_tokens + c.output_tokens / 2
-        return self.iteration_time(node, layers, batch * layers, batch * context * layers)
-
-    def prefill_s_per_token(self, node: Node, layers: int) -> float:
-        """Prompt compute charged to each output token."""
-        c = self.config
-        flops_s, _ = self._peaks(node)
-        return 2.0 * self.model.params_per_layer * layers * c.prompt_tokens / flops_s / c.output_tokens
-
     def roofline_capacity(self, node: Node, layers: int) -> float:
         """Compute-bound decode tokens/s under stall-free batching (no latency budget).
 
