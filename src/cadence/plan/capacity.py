@@ -28,7 +28,7 @@ import networkx as nx
 
 from cadence.plan.cluster import SINK, SOURCE, Cluster
 from cadence.plan.placement import FlowSolution, Placement, balanced_flow
-from cadence.plan.throughput import TOKEN_ID_BYTES, ThroughputModel
+from cadence.plan.throughput import ThroughputModel
 
 
 @dataclass(frozen=True)
@@ -67,11 +67,7 @@ def placement_capacity(cluster: Cluster, tm: ThroughputModel, placement: Placeme
     cap = {n: free.compute_capacity(*usable[n]) for n in live}
     bounds = [cap[n] / through[n] for n in live]
     bounds += [tm.link_capacity(a, b, cluster.links[(a, b)]) / f for (a, b), f in share.items()]
-    link_s = {}
-    for a, b in share:
-        size = TOKEN_ID_BYTES if a == SOURCE or b == SINK else tm.model.activation_bytes
-        link = cluster.links[(a, b)]
-        link_s[(a, b)] = link.latency_s + size / link.bandwidth_bps
+    link_s = {(a, b): tm.link_time(a, b, cluster.links[(a, b)]) for a, b in share}
     g = nx.DiGraph([e for e in share if e[0] != SOURCE and e[1] != SINK])
     g.add_nodes_from(live)
     order = list(nx.topological_sort(g))

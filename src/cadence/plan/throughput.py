@@ -162,13 +162,24 @@ class ThroughputModel:
         budget / (1 + prompt/output) decode steps per iteration (at most max_batch and the requests its KV
         holds). A chunk's reads of its earlier chunks' KV are left out (under 1 % at these lengths).
         """
-        c = self.config
-        q = c.prompt_tokens / c.output_tokens
-        b = min(c.token_budget / (1 + q), float(c.max_batch), float(self.resident(node, layers)))
+        b = self._full_steps(node, layers)
         if b <= 0:
             return 0.0
+        return b / self._steps_time(node, layers, b)
+
+    def _full_steps(self, node: Node, layers: int, least_resident: int = 0) -> float:
+        """Decode steps of a full token-budget iteration: budget / (1 + prompt/output), at most max_batch
+        and the requests the node's KV holds (counted as at least `least_resident`)."""
+        c = self.config
+        q = c.prompt_tokens / c.output_tokens
+        return min(c.token_budget / (1 + q), float(c.max_batch), float(max(self.resident(node, layers), least_resident)))
+
+    def _steps_time(self, node: Node, layers: int, steps: float) -> float:
+        """One iteration of `steps` decode steps (at the planned average context) and their prompt chunks."""
+        c = self.config
+        q = c.prompt_tokens / c.output_tokens
         context = c.prompt_tokens + c.output_tokens / 2
-        return b / self.iteration_time(node, layers, b * (1 + q) * layers, b * context * layers)
+        return self.iteration_time(node, layers, steps * (1 + q) * layers, steps * context * layers)
 
     def compute_capacity(self, node: Node, layers: int) -> float:
         if layers <= 0 or layers > self.max_layers(node):
@@ -187,20 +198,13 @@ class ThroughputModel:
         their prompt chunks), so tau = T(rate x tau), the least fixed point from an empty iteration
         (overhead and the weights read); from the compute-bound rate on, a full token-budget iteration.
         """
-        c = self.config
-        q = c.prompt_tokens / c.output_tokens
-        full = min(c.token_budget / (1 + q), float(c.max_batch), float(max(self.resident(node, layers), 1)))
-        context = c.prompt_tokens + c.output_tokens / 2
-
-        def t(b: float) -> float:
-            return self.iteration_time(node, layers, b * (1 + q) * layers, b * context * layers)
-
-        tau = t(0.0)
+        full = self._full_steps(node, layers, least_resident=1)
+        tau = self._steps_time(node, layers, 0.0)
         for _ in range(60):
             b = rate * tau
             if b >= full:
-                return t(full)
-            nxt = t(b)
+                return self._steps_time(node, layers, full)
+            nxt = self._steps_time(node, layers, b)
             if nxt - tau < 1e-9 * tau:
                 return nxt
             tau = nxt
