@@ -106,3 +106,18 @@ def test_cover_bound_and_milps_on_other_thread_counts_share_one_process() -> Non
     assert first.status == again.status == "Optimal"
     assert first.lp_bound == pytest.approx(again.lp_bound) and again.lp_bound > 0
     assert bound == pytest.approx(first.cover_bound)
+
+
+def test_cover_bound_is_zero_when_the_nodes_with_capacity_cannot_hold_every_layer() -> None:
+    # under a tight latency budget only the A100 has any capacity and it holds 3 of the 4 layers: no flow
+    # at all (the bisection once halved its upper end towards zero until a flow unit underflowed)
+    cluster = parse_cluster({"defaults": {"intra_region": {"bandwidth_gbps": 100, "latency_ms": 1}},
+                             "nodes": [{"name": "big", "gpu": "A100"}, {"name": "small", "gpu": "T4", "replicas": 2}]})
+    tm = ThroughputModel(MODEL, measured={("A100", 1): 400.0, ("A100", 2): 200.0, ("A100", 3): 100.0,
+                                          ("A100", 4): 0.0, ("T4", 1): 0.0, ("T4", 2): 0.0})
+    assert cover_bound(cluster, tm) == 0.0
+    assert cover_bound(cluster, tm, upper=50.0) == 0.0
+    # T4s that carry one layer each cover the model: best by hand 100 (the A100 on three layers at 100,
+    # both T4s on the last at 60 each)
+    tm = ThroughputModel(MODEL, measured={**tm.measured, ("T4", 1): 60.0})
+    assert 100.0 - 1e-6 <= cover_bound(cluster, tm) <= 100.0 * 1.01

@@ -183,6 +183,8 @@ def cover_bound(cluster: Cluster, tm: ThroughputModel, rel_tol: float = 1e-3, ti
         return 0.0
     counts = [len(t) for t in types]
     L = tm.model.num_layers
+    if sum(counts[t] * max(k for ti, k, _ in items if ti == t) for t in {ti for ti, _, _ in items}) < L:
+        return 0.0  # the nodes with any capacity cannot hold every layer between them: no flow at all
     hi = layer_work_bound(cluster, tm)
     if upper is not None:
         hi = min(hi, upper)
