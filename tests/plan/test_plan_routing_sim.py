@@ -6,7 +6,7 @@ import pytest
 
 from cadence.plan.cluster import parse_cluster
 from cadence.plan.model import get_model
-from cadence.plan.placement import Placement, max_flow
+from cadence.plan.placement import FlowSolution, Placement, max_flow
 from cadence.plan.router import IwrrRouter, SwarmRouter, iwrr_schedule
 from cadence.plan.simulator import Item, Request, SimConfig, default_routing, pick_batch, simulate
 from cadence.plan.throughput import ThroughputConfig, ThroughputModel
@@ -116,7 +116,8 @@ def test_chunked_prompt_gives_its_first_token_once_all_chunks_pass() -> None:
     assert out.tpot_p50 == pytest.approx(tm.iteration_time(node, 32, 32, 0.0), rel=0.5)
 
 
-def test_plan_returns_nothing_that_simulates_worse_than_a_warm_start_it_scored() -> None:
+@pytest.mark.parametrize("screen_share", [1.0, 0.4])
+def test_plan_returns_nothing_that_simulates_worse_than_a_warm_start_it_scored(screen_share: float) -> None:
     from cadence.plan.cover_bound import cover_bound
     from cadence.plan.milp import MilpConfig
     from cadence.plan.placement import balanced_flow
@@ -128,7 +129,7 @@ def test_plan_returns_nothing_that_simulates_worse_than_a_warm_start_it_scored()
                                        {"name": "t", "gpu": "T4", "replicas": 3}]})
     tm = ThroughputModel(get_model("llama3-8b"), ThroughputConfig(weight_share=0.5))
     sim = SimConfig(duration_s=60, warmup_s=30)
-    result = plan(cluster, tm, MilpConfig(time_limit_s=4), select_by=sim)
+    result = plan(cluster, tm, MilpConfig(time_limit_s=4), select_by=sim, screen_share=screen_share)
     got = simulate(cluster, tm, result.milp.placement, result.milp.flow, sim, routing="iwrr").throughput
     assert result.milp.returned in ("milp", "swarm", "separate", "mixed-chains", "stages", "lanes", "petals")
     # nor worse than a lane-built candidate it simulated
@@ -137,6 +138,8 @@ def test_plan_returns_nothing_that_simulates_worse_than_a_warm_start_it_scored()
     for p, f in result.baselines.values():
         if default_routing(p) == "iwrr" and not p.partial_inference:
             assert got >= simulate(cluster, tm, p, f, sim, routing="iwrr").throughput - 1e-9
+    if screen_share < 1.0:  # screened: the candidates were ranked by shorter runs; the checks above hold
+        return
     for lam in (-1.0, *LATENCY_GRID):
         tml = tm.at_latency(lam)
         for start in _candidates(cluster, tml, False, cover_bound(cluster, tml))[1]:
@@ -156,3 +159,22 @@ def test_max_in_flight_caps_admission() -> None:
     # four requests in flight: about one decode step per round trip each, far below the KV-limited run
     assert 0 < capped.throughput < free.throughput / 4
     assert max(capped.node_batch.values()) <= 4
+
+
+def test_planner_scores_a_placement_once_whoever_built_it() -> None:
+    from cadence.plan.planner import _Scores
+
+    cluster = parse_cluster({"nodes": [{"name": "a", "gpu": "A100", "replicas": 2}]})
+    tm = ThroughputModel(get_model("llama3-8b"))
+    one = Placement("stages", {"a-0": (0, 16), "a-1": (16, 32)}, 32)
+    same = Placement("mixed-chains", dict(one.ranges), 32)
+    other = Placement("separate", {"a-0": (0, 32), "a-1": (0, 32)}, 32)
+    sim = SimConfig(duration_s=10, warmup_s=2)
+    score = _Scores(cluster, tm)
+    first = score(one, max_flow(cluster, one, tm), sim, "iwrr")
+    assert score(same, max_flow(cluster, same, tm), sim, "iwrr") == first and len(score.memo) == 1
+    assert first == simulate(cluster, tm, one, max_flow(cluster, one, tm), sim, routing="iwrr").throughput
+    score(other, max_flow(cluster, other, tm), sim, "iwrr")
+    score(one, max_flow(cluster, one, tm), SimConfig(duration_s=5, warmup_s=1), "iwrr")
+    assert len(score.memo) == 3  # another placement, another run length: simulated again
+    assert score(one, FlowSolution(0.0, {}), sim) == 0.0  # no flow: nothing to simulate

@@ -22,6 +22,8 @@ from cadence.plan.throughput import ThroughputModel
 LATENCY_GRID = (0.15, 0.2, 0.3, 0.45, 0.7, 1.0, 1.5, 2.2, 3.3)
 # the short simulation that scores candidate placements (the benchmark's runs are longer)
 SELECT_SIM = SimConfig(duration_s=400.0, warmup_s=200.0)
+# candidates are first screened by a simulation this share as long; the best of them are scored in full
+SCREEN_SHARE, RESCORED = 0.4, 6
 # seconds a table's layer-cover bound and its stage-structured placement may take (many GPU types need them)
 COVER_S, STAGE_S = 10.0, 20.0
 
@@ -41,7 +43,7 @@ class PlanResult:
     lane_s: float = 0.0  # seconds of lane search under the placement capacity model
     lanes: list[tuple[float, float]] = field(default_factory=list, hash=False)  # (model, simulated) per lane candidate
     # every candidate run with IWRR that was scored: (method, planned max flow under its table, placement
-    # capacity model, simulated score), for the rank correlation of both models with the simulator
+    # capacity model, screened simulated score), for the rank correlation of both models with the simulator
     scored: list[tuple[str, float, float, float]] = field(default_factory=list, hash=False)
 
 
@@ -74,17 +76,32 @@ def _candidates(cluster: Cluster, tm: ThroughputModel, partial: bool, cover: flo
     return baselines, [Placement(p.method, p.ranges, p.num_layers, partial) for p in candidates]
 
 
-def _score(cluster: Cluster, tm: ThroughputModel, placement: Placement, flow: FlowSolution,
-           sim: SimConfig | None, routing: str | None = None) -> float:
-    """Simulated output tokens/s (the max flow itself when no simulation is asked for)."""
-    if sim is None or flow.value <= 0:
-        return flow.value
-    return simulate(cluster, tm, placement, flow, sim, routing=routing).throughput
+class _Scores:
+    """Simulated output tokens/s of a placement run under a routing (the max flow itself when no simulation
+    is asked for). A placement built under several tables, or by several heuristics, is simulated once per
+    run length, routing and routing flow."""
+
+    def __init__(self, cluster: Cluster, tm: ThroughputModel) -> None:
+        self.cluster, self.tm = cluster, tm
+        self.memo: dict[tuple, float] = {}
+
+    def __call__(self, placement: Placement, flow: FlowSolution, sim: SimConfig | None,
+                 routing: str | None = None) -> float:
+        if sim is None or flow.value <= 0:
+            return flow.value
+        routing = routing or default_routing(placement)
+        key = (sim, routing, placement.partial_inference, tuple(sorted(placement.ranges.items())),
+               tuple(sorted((placement.groups or {}).items())),
+               tuple(sorted(flow.edges.items())) if routing == "iwrr" else ())  # SWARM routes without the flow
+        if key not in self.memo:
+            self.memo[key] = simulate(self.cluster, self.tm, placement, flow, sim, routing=routing).throughput
+        return self.memo[key]
 
 
 def plan(cluster: Cluster, tm: ThroughputModel, config: MilpConfig | None = None,
          search_share: float = 0.1, budgets_tried: int = 2, select_by: SimConfig | None = SELECT_SIM,
-         lane_search_s: float = 60.0, lanes_simulated: int = 4) -> PlanResult:
+         lane_search_s: float = 60.0, lanes_simulated: int = 4, screen_share: float = SCREEN_SHARE,
+         rescored: int = RESCORED) -> PlanResult:
     """Place the model. With no latency budget given (0), every budget of LATENCY_GRID (and none) gives a
     capacity table; baselines, our mixed-chain heuristic and the stage-structured placement of largest max
     flow (`stages.stage_placement`, bisected below the table's layer-cover bound) are built and scored
@@ -99,9 +116,18 @@ def plan(cluster: Cluster, tm: ThroughputModel, config: MilpConfig | None = None
     model) join in: the `lanes_simulated` best by that model are simulated with their own routing, each is
     offered to every MILP as a warm start (by max flow under its table), and the best of them is returned
     (`returned` = "lanes") where it simulates better than everything else. So is a baseline routed by IWRR
-    (separate pipelines, with their grouping) that simulates better than all of that."""
+    (separate pipelines, with their grouping) that simulates better than all of that.
+
+    Screening: under every table, baselines and warm starts are first simulated `screen_share` as long as
+    `select_by`; each baseline's best table and the `rescored` best warm starts are then simulated in full,
+    and only full scores are compared from there on (`screen_share` 1 scores everything in full)."""
     cfg = config or MilpConfig()
     check_fits(cluster, tm)
+    score = _Scores(cluster, tm)
+    screen = select_by
+    if select_by is not None and screen_share < 1.0:
+        screen = replace(select_by, duration_s=select_by.duration_s * screen_share,
+                         warmup_s=select_by.warmup_s * screen_share)
     budgets = [tm.config.latency_budget_s] if tm.config.latency_budget_s != 0 else [-1.0, *LATENCY_GRID]
     baselines: dict[str, tuple[Placement, FlowSolution]] = {}
     baseline_budgets: dict[str, float] = {}
@@ -115,26 +141,34 @@ def plan(cluster: Cluster, tm: ThroughputModel, config: MilpConfig | None = None
         covers[lam] = cover_bound(cluster, tml, time_limit_s=COVER_S)
         base, starts = _candidates(cluster, tml, cfg.partial_inference, covers[lam])
         for name, (p, f) in base.items():
-            score = _score(cluster, tm, p, f, select_by)
-            if name not in baselines or score > baseline_scores[name]:
-                baselines[name], baseline_budgets[name], baseline_scores[name] = (p, f), lam, score
+            screened = score(p, f, screen)
+            if name not in baselines or screened > baseline_scores[name]:
+                baselines[name], baseline_budgets[name], baseline_scores[name] = (p, f), lam, screened
         # the warm start is the candidate that scores best as the MILP's placement would run (IWRR over
         # its balanced flow): under a table that mis-ranks placements, max flow alone picks poor starts
         for warm in starts:
             warm_flow = balanced_flow(cluster, warm, tml)
-            warms.append((_score(cluster, tm, warm, warm_flow, select_by, "iwrr"), warm_flow.value, lam, tml, warm))
+            warms.append((score(warm, warm_flow, screen, "iwrr"), warm_flow.value, lam, tml, warm))
             if warm_flow.value > 0:
                 model = placement_capacity(cluster, tm, warm, routing=warm_flow).throughput
                 scored.append((f"{warm.method}@{lam}", warm_flow.value, model, warms[-1][0]))
+    baseline_scores = {name: score(p, f, select_by) for name, (p, f) in baselines.items()}
+
+    def in_full(w: tuple) -> tuple:
+        return (score(w[4], balanced_flow(cluster, w[4], w[3]), select_by, "iwrr"), *w[1:])
+
+    warms.sort(key=lambda w: (-w[0], -w[1]))
+    top = sorted((in_full(w) for w in warms[:rescored]), key=lambda w: (-w[0], -w[1]))
+    warms = top + warms[len(top):]  # screened scores after the full ones: only those pick tables first
     score_s = time.perf_counter() - t_score
     t_lanes = time.perf_counter()
     lanes = lane_search(cluster, tm, lane_search_s, keep=lanes_simulated) if lane_search_s > 0 else []
-    lane_scored = [(_score(cluster, tm, p, f, select_by, "iwrr"), model, p, f) for model, p, f in lanes]
+    lane_scored = [(score(p, f, select_by, "iwrr"), model, p, f) for model, p, f in lanes]
     lane_scored.sort(key=lambda t: -t[0])
-    scored += [("lanes", 0.0, model, sim) for sim, model, _, _ in lane_scored]
+    # the rank correlation compares screened scores throughout (lane candidates are screened for it too)
+    scored += [("lanes", 0.0, model, score(p, f, screen, "iwrr")) for _, model, p, f in lane_scored]
     lane_s = time.perf_counter() - t_lanes
-    warms.sort(key=lambda w: (-w[0], -w[1]))
-    if warms[0][1] <= 0:
+    if max(w[1] for w in warms) <= 0:
         raise PlanError(f"no placement of {tm.model.name!r} carries any flow on {cluster.name!r}: "
                         "nodes that could hold the model cannot reach each other or the coordinator")
     # the `budgets_tried` budgets whose best candidate simulates best; under each, HiGHS starts from the
@@ -147,6 +181,7 @@ def plan(cluster: Cluster, tm: ThroughputModel, config: MilpConfig | None = None
             pool = [(v[1], v[4]) for v in warms if v[2] == w[2]]
             pool += [(max_flow(cluster, p, w[3]).value, p) for _, _, p, _ in lane_scored]
             flow_best = max(pool, key=lambda v: v[0])[1]
+            w = in_full(w)  # a table picked by a screened score (fewer tables than `rescored` starts)
             chosen.append((w[0], w[4], w[2], w[3], flow_best))
     best: tuple[MilpResult, float, ThroughputModel, float] | None = None
     tried: dict[float, float] = {}
@@ -167,29 +202,29 @@ def plan(cluster: Cluster, tm: ThroughputModel, config: MilpConfig | None = None
         cover = cover_bound(cluster, tml, time_limit_s=3 * COVER_S, upper=covers[lam])
         result = solve_milp(cluster, tml, warm, remaining, cover=cover)
         result = replace(result, flow=balanced_flow(cluster, result.placement, tml))  # IWRR routes by it
-        score = _score(cluster, tm, result.placement, result.flow, select_by, "iwrr")
-        if score < warm_score:  # by the planner's own score a candidate was better: return it
+        got = score(result.placement, result.flow, select_by, "iwrr")
+        if got < warm_score:  # by the planner's own score a candidate was better: return it
             start = Placement("helix-milp", first.ranges, first.num_layers, first.partial_inference)
             result = replace(result, placement=start, flow=balanced_flow(cluster, start, tml), returned=first.method)
-            score = warm_score
-        tried[lam] = score
-        if best is None or score > best[3]:
-            best = (result, lam, tml, score)
+            got = warm_score
+        tried[lam] = got
+        if best is None or got > best[3]:
+            best = (result, lam, tml, got)
     assert best is not None
-    result, lam, tml, score = best
-    if lane_scored and lane_scored[0][0] > score:  # a lane-built placement simulates best: return it
+    result, lam, tml, got = best
+    if lane_scored and lane_scored[0][0] > got:  # a lane-built placement simulates best: return it
         _, _, p, f = lane_scored[0]
         result = replace(result, placement=Placement("helix-milp", p.ranges, p.num_layers, p.partial_inference),
                          flow=f, returned="lanes")
-        score = lane_scored[0][0]
+        got = lane_scored[0][0]
     # a baseline the MILP cannot express (separate pipelines keep each token inside its pipeline) that
     # simulates better under IWRR is returned as it is, its grouping included: never worse than a baseline
     for name, (p, f) in baselines.items():
-        if (default_routing(p) == "iwrr" and baseline_scores[name] > score
+        if (default_routing(p) == "iwrr" and baseline_scores[name] > got
                 and (not p.partial_inference or cfg.partial_inference)):
             result = replace(result, placement=Placement("helix-milp", p.ranges, p.num_layers, p.partial_inference,
                                                          p.groups), flow=f, returned=name)
-            score = baseline_scores[name]
+            got = baseline_scores[name]
     return PlanResult(milp=result, baselines=baselines, layer_work_bound=layer_work_bound(cluster, tml),
                       warm_search_s=search_total, latency_budget_s=lam, baseline_budgets=baseline_budgets,
                       tm=tml, tried=tried, baseline_tms={n: tm.at_latency(b) for n, b in baseline_budgets.items()},

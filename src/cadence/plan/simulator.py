@@ -120,10 +120,10 @@ def pick_batch(queued: list[Item], token_budget: int, max_batch: int) -> tuple[l
                 rest.append(it)
         else:
             take = min(it.chunk, room)
-            items.append(it._replace(chunk=take, last=it.last and take == it.chunk))
+            items.append(Item(it.r, it.hop, take, it.last and take == it.chunk, it.offset))
             used += take
             if take < it.chunk:
-                rest.append(it._replace(chunk=it.chunk - take, offset=it.offset + take))
+                rest.append(Item(it.r, it.hop, it.chunk - take, it.last, it.offset + take))
     return items, rest
 
 
@@ -226,7 +226,7 @@ def simulate(cluster: Cluster, tm: ThroughputModel, placement: Placement, flow: 
         by_dst: dict[str, list[Item]] = {}
         for it in items:
             dst = it.r.route[it.hop + 1][0] if it.hop + 1 < len(it.r.route) else SINK
-            by_dst.setdefault(dst, []).append(it._replace(hop=it.hop + 1))
+            by_dst.setdefault(dst, []).append(Item(it.r, it.hop + 1, it.chunk, it.last, it.offset))  # not _replace: hot
         for dst, batch in by_dst.items():
             size = TOKEN_ID_BYTES if dst == SINK else tm.model.activation_bytes
             nbytes = sum(size * (it.chunk or 1) for it in batch)
