@@ -109,3 +109,18 @@ def test_lane_search_beats_the_per_node_table_pick() -> None:
     cfg = SimConfig(duration_s=120, warmup_s=60)
     assert simulate(cluster, TM, best, flow, cfg).throughput > simulate(
         cluster, TM, chain, balanced_flow(cluster, chain, TM.at_latency(-1)), cfg).throughput
+
+
+def test_lane_search_crosses_depths_that_leave_nodes_out() -> None:
+    # helix-24 / LLaMA-2-70B: the best layout it finds is the A100 chain, then one lane of all eight L4s
+    # beside one lane of all twelve T4s. From two L4 lanes of four, one lane of eight lies beyond depths
+    # 5-7, which leave L4s unused: a descent by one node at a time stopped at 1,251 tokens/s (model)
+    from cadence.plan.cluster import load_cluster
+
+    cluster = load_cluster("helix-24")
+    tm = ThroughputModel(get_model("llama2-70b"))
+    value, placement, _ = lane_search(cluster, tm, time_limit_s=120)[0]
+    assert value > 1.15 * 1251
+    assert placement_capacity(cluster, tm, placement).throughput == pytest.approx(value, rel=0.05)
+    l4_starts = {placement.ranges[n.name][0] for n in cluster.nodes if n.label == "L4"}
+    assert len(l4_starts) == 8  # one lane: every L4 starts somewhere else

@@ -135,6 +135,42 @@ def lane_search(cluster: Cluster, tm: ThroughputModel, time_limit_s: float = 60.
         return max(1, math.ceil(span / tm.max_layers(types[g][0])))
 
     step = max(1, L // 40)
+
+    def descend(layout: LaneLayout) -> None:
+        """Coordinate descent from `layout`: move one stage bound or one type's lane depth at a time."""
+        stages, best = layout.stages, score(layout)
+        improved = True
+        while improved and time.perf_counter() < deadline:
+            improved = False
+            moves: list[LaneLayout] = []
+            for i in range(1, len(layout.bounds) - 1):
+                for d in (-4 * step, -step, step, 4 * step):
+                    b = list(layout.bounds)
+                    b[i] += d
+                    if b[i - 1] < b[i] < b[i + 1]:
+                        dd = list(layout.depth)
+                        for s, st in enumerate(stages):  # a longer stage may need deeper lanes
+                            for g in st:
+                                dd[g] = min(len(types[g]), max(dd[g], fewest(g, b[s + 1] - b[s])))
+                        moves.append(LaneLayout(stages, tuple(b), tuple(dd)))
+            for st in stages:
+                for g in st:
+                    # one node deeper or shallower, or any depth that splits the type into whole lanes
+                    # (from 2 lanes of 4 to 1 of 8 the depths between leave nodes out: a valley)
+                    n = len(types[g])
+                    for depth in sorted({layout.depth[g] - 1, layout.depth[g] + 1,
+                                         *(n // lanes for lanes in range(1, n + 1) if n % lanes == 0)}):
+                        if 1 <= depth <= n and depth != layout.depth[g]:
+                            dd = list(layout.depth)
+                            dd[g] = depth
+                            moves.append(LaneLayout(stages, layout.bounds, tuple(dd)))
+            for move in moves:
+                v = score(move)
+                if v > best:
+                    best, layout, improved = v, move, True
+                if time.perf_counter() > deadline:
+                    break
+
     used_sets = [list(range(n)) for n in range(len(types), 0, -1)]
     for used in used_sets:
         for comp in _compositions(len(used), most_stages):
@@ -151,38 +187,13 @@ def lane_search(cluster: Cluster, tm: ThroughputModel, time_limit_s: float = 60.
             bounds = [0, *(max(1, min(L - 1, round(L * a / acc[-1]))) for a in acc[1:-1]), L]
             if any(b <= a for a, b in zip(bounds, bounds[1:], strict=False)):
                 continue
-            depth = [1] * len(types)
+            # two starts: the shallowest lanes that hold each stage (the most lanes) and one lane per type
+            # (the most KV per request); descents from either end stop in different optima
+            shallow = [1] * len(types)
             for s, st in enumerate(stages):
                 for g in st:
-                    depth[g] = min(len(types[g]), fewest(g, bounds[s + 1] - bounds[s]))
-            layout = LaneLayout(stages, tuple(bounds), tuple(depth))
-            best = score(layout)
-            improved = True
-            while improved and time.perf_counter() < deadline:
-                improved = False
-                moves: list[LaneLayout] = []
-                for i in range(1, len(bounds) - 1):
-                    for d in (-4 * step, -step, step, 4 * step):
-                        b = list(layout.bounds)
-                        b[i] += d
-                        if b[i - 1] < b[i] < b[i + 1]:
-                            dd = list(layout.depth)
-                            for s, st in enumerate(stages):  # a longer stage may need deeper lanes
-                                for g in st:
-                                    dd[g] = min(len(types[g]), max(dd[g], fewest(g, b[s + 1] - b[s])))
-                            moves.append(LaneLayout(stages, tuple(b), tuple(dd)))
-                for st in stages:
-                    for g in st:
-                        for d in (-1, 1):
-                            dd = list(layout.depth)
-                            dd[g] += d
-                            if 1 <= dd[g] <= len(types[g]):
-                                moves.append(LaneLayout(stages, layout.bounds, tuple(dd)))
-                for move in moves:
-                    v = score(move)
-                    if v > best:
-                        best, layout, improved = v, move, True
-                    if time.perf_counter() > deadline:
-                        break
+                    shallow[g] = min(len(types[g]), fewest(g, bounds[s + 1] - bounds[s]))
+            for depth in (shallow, [len(t) for t in types]):
+                descend(LaneLayout(stages, tuple(bounds), tuple(depth)))
     ranked = sorted(found.values(), key=lambda t: -t[0])
     return ranked[:keep]
