@@ -113,7 +113,7 @@ def test_lane_search_beats_the_per_node_table_pick() -> None:
 
 def test_lane_search_crosses_depths_that_leave_nodes_out() -> None:
     # helix-24 / LLaMA-2-70B: the best layout it finds is the A100 chain, then one lane of all eight L4s
-    # beside one lane of all twelve T4s. From two L4 lanes of four, one lane of eight lies beyond depths
+    # beside one lane of T4s. From two L4 lanes of four, one lane of eight lies beyond depths
     # 5-7, which leave L4s unused: a descent by one node at a time stopped at 1,251 tokens/s (model)
     from cadence.plan.cluster import load_cluster
 
