@@ -132,7 +132,7 @@ def plan(cluster: Cluster, tm: ThroughputModel, config: MilpConfig | None = None
     baselines: dict[str, tuple[Placement, FlowSolution]] = {}
     baseline_budgets: dict[str, float] = {}
     baseline_scores: dict[str, float] = {}
-    warms = []
+    warms: list[tuple] = []  # (score, max flow, budget, table, placement, its balanced flow)
     scored: list[tuple[str, float, float, float]] = []
     t_score = time.perf_counter()
     covers: dict[float, float] = {}
@@ -148,14 +148,14 @@ def plan(cluster: Cluster, tm: ThroughputModel, config: MilpConfig | None = None
         # its balanced flow): under a table that mis-ranks placements, max flow alone picks poor starts
         for warm in starts:
             warm_flow = balanced_flow(cluster, warm, tml)
-            warms.append((score(warm, warm_flow, screen, "iwrr"), warm_flow.value, lam, tml, warm))
+            warms.append((score(warm, warm_flow, screen, "iwrr"), warm_flow.value, lam, tml, warm, warm_flow))
             if warm_flow.value > 0:
                 model = placement_capacity(cluster, tm, warm, routing=warm_flow).throughput
                 scored.append((f"{warm.method}@{lam}", warm_flow.value, model, warms[-1][0]))
     baseline_scores = {name: score(p, f, select_by) for name, (p, f) in baselines.items()}
 
     def in_full(w: tuple) -> tuple:
-        return (score(w[4], balanced_flow(cluster, w[4], w[3]), select_by, "iwrr"), *w[1:])
+        return (score(w[4], w[5], select_by, "iwrr"), *w[1:])
 
     warms.sort(key=lambda w: (-w[0], -w[1]))
     top = sorted((in_full(w) for w in warms[:rescored]), key=lambda w: (-w[0], -w[1]))
